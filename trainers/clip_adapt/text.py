@@ -1,0 +1,37 @@
+"""Text embeddings of class prompts: batched through CLIP's text encoder, averaged over templates, cached."""
+import clip
+import torch
+import torch.nn.functional as F
+
+from .prompts import fill
+
+
+def encode_texts(model, texts, batch_size=256, device=None, normalize=True):
+    """Embed a list of strings with `model.encode_text` in batches (no gradient); returns N x D float32."""
+    device = device or next(model.parameters()).device
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            tokens = clip.tokenize(texts[i:i + batch_size], truncate=True).to(device)
+            out.append(model.encode_text(tokens).float())
+    feats = torch.cat(out) if out else torch.empty(0, model.text_projection.shape[1], device=device)
+    return F.normalize(feats, dim=-1) if normalize else feats
+
+
+def class_embeddings(model, classnames, templates, batch_size=256, cache=None, backbone_id=None):
+    """C x D class embeddings: each class's prompts embedded and normalised, averaged, re-normalised.
+
+    With a `cache` (FeatureCache) and a `backbone_id` (checkpoint fingerprint), a second call with the same
+    backbone, class names and templates reads the result from disk instead of running the text encoder.
+    """
+    def compute():
+        prompts = [p for c in classnames for p in fill(templates, c)]
+        feats = encode_texts(model, prompts, batch_size=batch_size)
+        feats = feats.view(len(classnames), len(templates), -1).mean(1)
+        return F.normalize(feats, dim=-1).cpu()
+
+    if cache is None or backbone_id is None:
+        return compute()
+    key = {"kind": "class_text", "backbone": backbone_id, "classnames": list(classnames),
+           "templates": list(templates)}
+    return cache.get_or_compute(key, compute)

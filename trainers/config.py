@@ -1,0 +1,82 @@
+"""The one place that declares every config key this project adds to Dassl's defaults.
+
+`extend_cfg(cfg)` is called by `train.py` (and by tests) on Dassl's default config before any yaml file is merged,
+so an unknown key in a yaml file or on the command line is rejected by yacs with the key's name.
+Each trainer reads only its own section (`cfg.TRAINER.<NAME>`) plus the shared keys declared here.
+Only `yacs` is imported: this module is usable without Dassl.
+"""
+from yacs.config import CfgNode as CN
+
+
+def extend_cfg(cfg):
+    """Add the project's keys to a Dassl default config (in place) and return it."""
+    # ---- shared: CLIP backbone and precision -------------------------------------------------------------
+    # MODEL.BACKBONE.NAME (Dassl's key) holds a CLIP name ("ViT-B/16") or a path to a local checkpoint.
+    cfg.MODEL.BACKBONE.CACHE_DIR = ""  # where named checkpoints live; "" = $CLIP_CACHE_DIR or ~/.cache/clip
+    cfg.MODEL.BACKBONE.DOWNLOAD = True  # download a missing named checkpoint (sha256-verified)
+    cfg.TRAINER.PREC = "fp16"  # fp16 | fp32 | amp (forced to fp32 on CPU)
+    cfg.TRAINER.FEATURE_CACHE_DIR = ""  # on-disk text/image feature caches; "" = <OUTPUT_DIR>/../../cache
+
+    # ---- shared: optimisation (torch-native schedulers, see trainers/clip_adapt/optim.py) ----------------
+    cfg.OPTIM.MIN_LR = 0.0  # eta_min of the cosine schedule
+
+    # ---- shared: data ------------------------------------------------------------------------------------
+    cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # CoOp's key: all | base | new
+    cfg.DATASET.VAL_FRACTION = 0.1  # val carved from train when a dataset has no official val split
+    cfg.DATASET.SPLIT_SEED = 0  # seed of that carve (fixed, so the split file never changes)
+    cfg.DATASET.ADAPT_SPLIT = ""  # unlabelled split an unsupervised trainer adapts on: train | test | "" (its default)
+    cfg.DATASET.DOWNLOAD = False  # datasets: download what has a stable public URL (checksum-verified)
+
+    # ---- ZeroshotCLIP ------------------------------------------------------------------------------------
+    cfg.TRAINER.ZSCLIP = CN()
+    cfg.TRAINER.ZSCLIP.TEMPLATES = "single"  # single (CoOp's per-dataset template) | ensemble (CLIP's)
+
+    # ---- FAIR (methods/FAIR.md) --------------------------------------------------------------------------
+    cfg.TRAINER.FAIR = CN()
+    cfg.TRAINER.FAIR.DESCRIPTIONS = ""  # JSON file {"class": ["sentence", ...]}; "" = per-dataset default
+    cfg.TRAINER.FAIR.DESCRIPTIONS_URL = ""  # CuPL-format URL (downloaded once, sha256-checked, cached)
+    cfg.TRAINER.FAIR.DESCRIPTIONS_SHA256 = ""
+    cfg.TRAINER.FAIR.DESCRIPTIONS_FALLBACK = "template"  # template | error: when no description file is found
+    cfg.TRAINER.FAIR.MAX_DESCRIPTIONS = 50  # M: at most this many descriptions per class (pad/mask the rest)
+    cfg.TRAINER.FAIR.TEMPLATES = "ensemble"  # prompts for the zero-shot (class-name) classifier
+    cfg.TRAINER.FAIR.N_CROPS = 8  # N random square crops per image
+    cfg.TRAINER.FAIR.CROP_SCALE = (0.5, 0.9)  # crop side ~ U(a, b) x short edge
+    cfg.TRAINER.FAIR.TOPK_CROPS = 6  # keep the top-k crops by relevance
+    cfg.TRAINER.FAIR.TAU_V = 1.0  # crop-weight temperature
+    cfg.TRAINER.FAIR.TAU_T = 7.389056  # description-weight temperature (e^2)
+    cfg.TRAINER.FAIR.GAMMA = 0.5  # pseudo-label fusion weight of the zero-shot score
+    cfg.TRAINER.FAIR.DIST_ALIGN = False  # DPA-style distribution alignment of pseudo-label probabilities
+    cfg.TRAINER.FAIR.DIST_ALIGN_MOMENTUM = 0.999
+    cfg.TRAINER.FAIR.MARGIN = "margin"  # ambiguity factor m: none | margin | ratio
+    cfg.TRAINER.FAIR.FAIRNESS_WEIGHT = 1.0  # weight of the -mean_c log p_bar_c term
+    cfg.TRAINER.FAIR.STUDENT_FUSION = 0.5  # student logits = (1-b) * global + b * LAS
+    cfg.TRAINER.FAIR.TEST_CROPS = False  # also use crops at inference
+    cfg.TRAINER.FAIR.STRONG_AUG = "randaugment"  # strong view: randaugment | none
+    cfg.TRAINER.FAIR.RANDAUGMENT_N = 2
+    cfg.TRAINER.FAIR.RANDAUGMENT_M = 10
+
+    # ---- ReCLIP (methods/RECLIP.md) ----------------------------------------------------------------------
+    cfg.TRAINER.RECLIP = CN()
+    cfg.TRAINER.RECLIP.TEMPLATES = "ensemble"  # T: class text embeddings from this template set
+    cfg.TRAINER.RECLIP.RANK = -1  # r: keep singular directions 1..r-1 (-1: D, or 250 when C > 500)
+    cfg.TRAINER.RECLIP.KNN = 20  # k of the kNN graph
+    cfg.TRAINER.RECLIP.ALPHA = 0.99  # label-propagation alpha
+    cfg.TRAINER.RECLIP.CG_ITERS = 20  # conjugate-gradient iterations
+    cfg.TRAINER.RECLIP.CHUNK = 4096  # rows per chunk of the top-k similarity search
+    cfg.TRAINER.RECLIP.TEXT_LR = 1e-3  # lr of the text branch (the visual branch uses OPTIM.LR)
+    cfg.TRAINER.RECLIP.AUTO_EPOCHS = True  # epochs = min(100, N/5000 + 2) instead of OPTIM.MAX_EPOCH
+
+    # ---- DAC (methods/DAC.md) ----------------------------------------------------------------------------
+    cfg.TRAINER.DAC = CN()
+    cfg.TRAINER.DAC.TEMPLATES = "ensemble"  # prompts of the precomputed class text embeddings W
+    cfg.TRAINER.DAC.AUG_PASSES = 10  # A augmentation passes of the few-shot set
+    cfg.TRAINER.DAC.ADAPTER_RESIDUAL = False  # g(f) = norm(f + s * Lf) instead of norm(Lf)
+    cfg.TRAINER.DAC.CONTRAST_TEMP = 0.07
+    cfg.TRAINER.DAC.TEXT_MOD = "residual"  # residual (W + gamma*dW) | scale_shift (W*(1+a) + b)
+    cfg.TRAINER.DAC.TEXT_GAMMA = 1.0
+    cfg.TRAINER.DAC.INIT_ALPHA = 1.0
+    cfg.TRAINER.DAC.INIT_BETA = 1.0
+    cfg.TRAINER.DAC.SEARCH_ALPHA = (0.0, 10.0, 21)  # (low, high, steps) of the val grid search
+    cfg.TRAINER.DAC.SEARCH_BETA = (0.1, 10.0, 21)
+    cfg.TRAINER.DAC.BATCH_SIZE = 256
+    return cfg
