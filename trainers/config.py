@@ -15,7 +15,7 @@ def extend_cfg(cfg):
     cfg.MODEL.BACKBONE.CACHE_DIR = ""  # where named checkpoints live; "" = $CLIP_CACHE_DIR or ~/.cache/clip
     cfg.MODEL.BACKBONE.DOWNLOAD = True  # download a missing named checkpoint (sha256-verified)
     cfg.TRAINER.PREC = "fp16"  # fp16 | fp32 | amp (forced to fp32 on CPU)
-    cfg.TRAINER.FEATURE_CACHE_DIR = ""  # on-disk text/image feature caches; "" = <OUTPUT_DIR>/../../cache
+    cfg.TRAINER.FEATURE_CACHE_DIR = ""  # on-disk text/image feature caches; "" = $CLIP_ADAPT_CACHE or ~/.cache/clip_adapt
 
     # ---- shared: optimisation (torch-native schedulers, see trainers/clip_adapt/optim.py) ----------------
     cfg.OPTIM.MIN_LR = 0.0  # eta_min of the cosine schedule

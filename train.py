@@ -1,0 +1,131 @@
+"""CoOp-compatible entry point: same flags as CoOp's train.py, plus this project's trainers and datasets.
+
+    python train.py --root DATA --seed 1 --trainer FAIR \
+        --dataset-config-file configs/datasets/cub.yaml --config-file configs/trainers/FAIR/vit_b16.yaml \
+        --output-dir output/cub/FAIR/vit_b16/seed1 [KEY VALUE ...]
+"""
+import argparse
+import importlib
+import logging
+import sys
+
+import torch
+
+from trainers.config import extend_cfg
+
+TRAINER_MODULES = ("zsclip", "fair", "reclip", "dac")
+
+
+def _import_dassl():
+    try:
+        import dassl  # noqa: F401  (pulls wilds, pandas, sklearn, tensorboard; disables logging)
+    except ImportError as e:
+        sys.exit(f"Dassl is not installed ({e}). It is not on PyPI: see README.md, 'Install', for the two commands.")
+    logging.disable(logging.NOTSET)  # `import dassl` calls logging.disable(logging.WARNING) process-wide
+
+
+def _merge(cfg, source, merge):
+    try:
+        merge()
+    except KeyError as e:
+        sys.exit(f"config error in {source}: {e.args[0] if e.args else e}")
+    except (ValueError, AssertionError, TypeError) as e:
+        sys.exit(f"config error in {source}: {e}")
+
+
+def setup_cfg(args):
+    from dassl.config import get_cfg_default
+
+    cfg = extend_cfg(get_cfg_default())
+    for path in (args.dataset_config_file, args.config_file):
+        if path:
+            _merge(cfg, path, lambda p=path: cfg.merge_from_file(p))
+    # command-line flags (CoOp's reset_cfg)
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = args.resume
+    if args.seed:
+        cfg.SEED = args.seed
+    if args.source_domains:
+        cfg.DATASET.SOURCE_DOMAINS = args.source_domains
+    if args.target_domains:
+        cfg.DATASET.TARGET_DOMAINS = args.target_domains
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = args.transforms
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+    if args.head:
+        cfg.MODEL.HEAD.NAME = args.head
+    if len(args.opts) % 2:
+        sys.exit(f"config error in command-line opts: expected KEY VALUE pairs, got {args.opts}")
+    _merge(cfg, "command-line opts", lambda: cfg.merge_from_list(args.opts))
+    if not torch.cuda.is_available():
+        cfg.USE_CUDA = False
+    cfg.freeze()
+    return cfg
+
+
+def main(args):
+    _import_dassl()
+    from dassl.engine import build_trainer
+    from dassl.utils import collect_env_info, set_random_seed, setup_logger
+
+    import datasets  # noqa: F401  registers every dataset
+
+    for name in TRAINER_MODULES:  # registers the trainers
+        importlib.import_module(f"trainers.{name}")
+
+    cfg = setup_cfg(args)
+    if cfg.SEED >= 0:
+        print(f"Setting fixed seed: {cfg.SEED}")
+        set_random_seed(cfg.SEED)
+    setup_logger(cfg.OUTPUT_DIR)
+    if torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True
+    print("** Arguments **")
+    for key in sorted(vars(args)):
+        print(f"{key}: {getattr(args, key)}")
+    print("** Config **")
+    print(cfg)
+    print("Collecting env info ...")
+    print(f"** System info **\n{collect_env_info()}\n")
+
+    trainer = build_trainer(cfg)
+    if args.eval_only:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        trainer.test()
+        trainer.write_results(eval_only=True, model_dir=args.model_dir)
+        return
+    if not args.no_train:
+        trainer.train()
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=str, default="", help="path to dataset")
+    p.add_argument("--output-dir", type=str, default="", help="output directory")
+    p.add_argument("--resume", type=str, default="", help="checkpoint directory (from which the training resumes)")
+    p.add_argument("--seed", type=int, default=-1, help="only positive value enables a fixed seed")
+    p.add_argument("--source-domains", type=str, nargs="+", help="source domains for DA/DG")
+    p.add_argument("--target-domains", type=str, nargs="+", help="target domains for DA/DG")
+    p.add_argument("--transforms", type=str, nargs="+", help="data augmentation methods")
+    p.add_argument("--config-file", type=str, default="", help="path to config file")
+    p.add_argument("--dataset-config-file", type=str, default="", help="path to config file for dataset setup")
+    p.add_argument("--trainer", type=str, default="", help="name of trainer")
+    p.add_argument("--backbone", type=str, default="", help="name of CNN backbone")
+    p.add_argument("--head", type=str, default="", help="name of head")
+    p.add_argument("--eval-only", action="store_true", help="evaluation only")
+    p.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
+    p.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
+    p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line")
+    return p
+
+
+if __name__ == "__main__":
+    main(build_parser().parse_args())
