@@ -136,11 +136,11 @@ def resolve_checkpoint(name_or_path, cache_dir=None, download=True):
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
-    if path.suffix or os.sep in name_or_path:
-        raise CheckpointError(f"CLIP checkpoint file not found: {path}")
+    if path.suffix in (".pt", ".pth", ".bin", ".tar") or path.parent.is_dir() and path.parent != Path("."):
+        raise CheckpointError(f"CLIP checkpoint file not found: {path} (MODEL.BACKBONE.NAME)")
     raise CheckpointError(
-        f"unknown CLIP backbone {name_or_path!r} (MODEL.BACKBONE.NAME): use one of {', '.join(CLIP_MODELS)} "
-        f"or a path to a checkpoint file"
+        f"unknown CLIP backbone {name_or_path!r} (MODEL.BACKBONE.NAME): neither a file nor one of "
+        f"{', '.join(CLIP_MODELS)}"
     )
 
 
