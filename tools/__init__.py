@@ -1,0 +1,1 @@
+"""Command-line tools: sweeps over runs, results and leaderboards, dataset checks."""

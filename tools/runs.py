@@ -1,0 +1,209 @@
+"""Finished-run detection and the output tree, in ONE place (scripts/common.sh, tools.sweep and tools.results use it).
+
+Output layout (DESIGN.md, "Layout"): ``$OUTPUT/<dataset>/<TRAINER>/<cfg>[_<K>shots]/seed<S>/`` holding ``log.txt``
+and, after a re-run or resume, ``log.txt-<YYYY-mm-dd-HH-MM-SS>`` (Dassl's logger never overwrites an existing
+log.txt; it opens a new file with a timestamp suffix).
+
+A run is FINISHED when its newest log that holds a result block (CoOp's log lines ``=> result`` then
+``* accuracy: X%``) is either a training run whose result comes after ``Finish training``, or an eval-only run
+(``eval_only: True`` in the ``** Arguments **`` dump that train.py prints; zero-shot CLIP). Its accuracy is the LAST
+``* accuracy`` printed after the LAST ``=> result`` of that log (earlier result blocks can be validation results).
+
+Command line (exit code 0 = finished, 1 = not finished; used by scripts/common.sh):
+
+    python -m tools.runs is-finished output/cub/FAIR/vit_b16/seed1
+    python -m tools.runs result output/cub/FAIR/vit_b16/seed1      # prints the accuracy, exit 1 if unfinished
+    python -m tools.runs list output                                # every seed folder, finished or not
+"""
+import argparse
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+LOG_NAME = "log.txt"
+FINISH_LINE = "Finish training"
+RESULT_LINE = "=> result"
+EVAL_ONLY_LINE = "eval_only: True"
+ACCURACY_RE = re.compile(r"^\* accuracy: ([-+]?\d+(?:\.\d+)?)%\s*$")
+SEED_DIR_RE = re.compile(r"^seed(\d+)$")
+SHOTS_RE = re.compile(r"^(?P<cfg>.+)_(?P<shots>\d+)shots$")
+# the script name of each method and the Dassl trainer it runs (scripts/<method>/main.sh)
+METHOD_TRAINERS = {"zsclip": "ZeroshotCLIP", "fair": "FAIR", "reclip": "ReCLIP", "dac": "DAC"}
+ZERO_SHOT_TRAINER = "ZeroshotCLIP"
+
+
+@dataclass(frozen=True)
+class LogResult:
+    """What one log file says: the final accuracy (None when there is no result block) and whether it counts."""
+    path: Path
+    accuracy: Optional[float]
+    finished: bool
+    eval_only: bool
+    reason: str  # why it is not finished ("" when finished)
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """One seed folder: finished (accuracy from `log`) or not (`reason` says why)."""
+    seed_dir: Path
+    accuracy: Optional[float]
+    log: Optional[Path]
+    reason: str
+
+    @property
+    def finished(self) -> bool:
+        return self.accuracy is not None
+
+
+@dataclass(frozen=True)
+class Run:
+    """A seed folder located in the output tree, with its status."""
+    dataset: str
+    trainer: str
+    run_name: str
+    cfg: str
+    shots: Optional[int]
+    seed: int
+    status: RunStatus
+
+    @property
+    def key(self):
+        return (self.dataset, self.trainer, self.cfg, self.shots)
+
+
+def run_name(cfg: str, shots: Optional[int] = None) -> str:
+    """`<cfg>` or `<cfg>_<K>shots` (the scripts contract)."""
+    return cfg if shots is None else f"{cfg}_{int(shots)}shots"
+
+
+def split_run_name(name: str):
+    """Inverse of `run_name`: 'vit_b16_16shots' -> ('vit_b16', 16); 'vit_b16' -> ('vit_b16', None)."""
+    m = SHOTS_RE.match(name)
+    return (m.group("cfg"), int(m.group("shots"))) if m else (name, None)
+
+
+def seed_dir(output, dataset: str, trainer: str, cfg: str, shots: Optional[int], seed: int) -> Path:
+    return Path(output) / dataset / trainer / run_name(cfg, shots) / f"seed{int(seed)}"
+
+
+def log_files(seed_dir) -> List[Path]:
+    """Logs of a seed folder, oldest first: log.txt, then log.txt-<timestamp> in timestamp order.
+
+    Dassl names a new log `log.txt-%Y-%m-%d-%H-%M-%S` only when log.txt already exists, so log.txt is the oldest
+    and the suffixes sort chronologically as strings.
+    """
+    d = Path(seed_dir)
+    if not d.is_dir():
+        return []
+    first = [d / LOG_NAME] if (d / LOG_NAME).is_file() else []
+    later = sorted(p for p in d.glob(LOG_NAME + "-*") if p.is_file())
+    return first + later
+
+
+def parse_log(path) -> LogResult:
+    """Read one log (see the module docstring for the rule)."""
+    path = Path(path)
+    finish_at = -1
+    last_result_at = -1
+    accuracy = None
+    eval_only = False
+    with open(path, "r", errors="replace") as f:
+        for i, raw in enumerate(f):
+            line = raw.strip()
+            if line == FINISH_LINE:
+                finish_at = i
+            elif line == RESULT_LINE:
+                last_result_at = i
+                accuracy = None  # only an accuracy printed after the last result block counts
+            elif line == EVAL_ONLY_LINE:
+                eval_only = True
+            elif last_result_at >= 0:
+                m = ACCURACY_RE.match(line)
+                if m:
+                    accuracy = float(m.group(1))
+    if last_result_at < 0:
+        return LogResult(path, None, False, eval_only, "no '=> result' line (still running, crashed or killed)")
+    if accuracy is None:
+        return LogResult(path, None, False, eval_only, "'=> result' without a '* accuracy: X%' line after it")
+    if eval_only:
+        return LogResult(path, accuracy, True, True, "")
+    if finish_at < 0 or finish_at > last_result_at:
+        return LogResult(path, accuracy, False, False,
+                         "result is not after 'Finish training' (a validation result of an unfinished run)")
+    return LogResult(path, accuracy, True, False, "")
+
+
+def run_status(seed_dir) -> RunStatus:
+    """The accuracy of the newest log that holds a final result, or the reason the run is not finished."""
+    logs = log_files(seed_dir)
+    if not logs:
+        reason = "no seed folder" if not Path(seed_dir).is_dir() else "no log.txt"
+        return RunStatus(Path(seed_dir), None, None, reason)
+    newest_reason = None
+    for log in reversed(logs):
+        res = parse_log(log)
+        if res.finished:
+            return RunStatus(Path(seed_dir), res.accuracy, log, "")
+        if newest_reason is None:
+            newest_reason = f"{log.name}: {res.reason}"
+    return RunStatus(Path(seed_dir), None, logs[-1], newest_reason)
+
+
+def is_finished(seed_dir) -> bool:
+    """True when the seed folder holds a finished run (the check scripts/common.sh and tools.sweep use)."""
+    return run_status(seed_dir).finished
+
+
+def scan(output) -> List[Run]:
+    """Every seed folder under `output` (layout `<dataset>/<TRAINER>/<run_name>/seed<S>/`), sorted."""
+    root = Path(output)
+    if not root.is_dir():
+        raise FileNotFoundError(f"output folder {root} does not exist")
+    runs = []
+    for d in sorted(root.glob("*/*/*/seed*")):
+        m = SEED_DIR_RE.match(d.name)
+        if not m or not d.is_dir():
+            continue
+        rel = d.relative_to(root).parts
+        cfg, shots = split_run_name(rel[2])
+        runs.append(Run(rel[0], rel[1], rel[2], cfg, shots, int(m.group(1)), run_status(d)))
+    return runs
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m tools.runs", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name, help_ in (("is-finished", "exit 0 if the seed folder holds a finished run, else 1"),
+                        ("result", "print the final accuracy of a seed folder (exit 1 if unfinished)")):
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("seed_dir")
+    sp = sub.add_parser("list", help="list every seed folder of an output tree and its status")
+    sp.add_argument("output")
+    args = p.parse_args(argv)
+    if args.cmd == "is-finished":
+        return 0 if is_finished(args.seed_dir) else 1
+    if args.cmd == "result":
+        st = run_status(args.seed_dir)
+        if not st.finished:
+            print(f"{args.seed_dir}: not finished ({st.reason})", file=sys.stderr)
+            return 1
+        print(f"{st.accuracy:g}")
+        return 0
+    try:
+        runs = scan(args.output)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for r in runs:
+        st = r.status
+        state = f"{st.accuracy:g}" if st.finished else f"unfinished ({st.reason})"
+        print(f"{os.path.relpath(st.seed_dir, args.output)}\t{state}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
