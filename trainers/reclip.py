@@ -101,11 +101,14 @@ class ReCLIP(CLIPAdaptTrainer):
     # ---- per-epoch pseudo-labels --------------------------------------------------------------------------
     @torch.no_grad()
     def _feature_pass(self, encode, desc):
+        """Features of the adaptation split, in order. It leaves the global RNG untouched (a DataLoader iterator
+        draws a seed from it), so a resumed run, which also recomputes the frozen features, shuffles alike."""
         feats, labels = [], []
-        for batch in tqdm(self.adapt_loader, desc=desc, leave=False):
-            with self.autocast():
-                feats.append(encode(batch["img"].to(self.device)).float())
-            labels.append(batch["label"])
+        with torch.random.fork_rng(devices=[]):
+            for batch in tqdm(self.adapt_loader, desc=desc, leave=False):
+                with self.autocast():
+                    feats.append(encode(batch["img"].to(self.device)).float())
+                labels.append(batch["label"])
         return torch.cat(feats), torch.cat(labels).to(self.device)
 
     def before_epoch(self):
