@@ -150,9 +150,9 @@ def fmt_case(r, key):
         return "-", "-"
     if "error" in r:
         return "error", "error"
-    if key == "gpu":
-        return f"{r['seconds']:.1f}", f"{gb(r['peak_gpu_bytes']):.2f} ({gb(r['peak_gpu_bytes'] - r['gpu_before_bytes']):.2f})"
-    return f"{r['seconds']:.1f}", f"{gb(r['peak_rss_bytes']):.2f} ({gb(r['peak_rss_bytes'] - r['rss_before_bytes']):.2f})"
+    peak, before = (r["peak_gpu_bytes"], r["gpu_before_bytes"]) if key == "gpu" else (r["peak_rss_bytes"],
+                                                                                      r["rss_before_bytes"])
+    return f"{r['seconds']:.1f}", f"{gb(peak):.2f} ({gb(peak - before):.2f})"
 
 
 def main(argv=None):
@@ -176,8 +176,8 @@ def main(argv=None):
     mem_key = "gpu" if args.device.startswith("cuda") else "rss"
     avail = available_bytes()
     print(f"label propagation bench: D={args.dim} C={args.classes} k={args.k} alpha=0.99 CG 20 iterations, "
-          f"device {args.device}, {args.threads} threads, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"load average {os.getloadavg()[0]:.2f}")
+          f"device {args.device}, {args.threads} threads, torch {torch.__version__}, "
+          f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.2f}")
     rows = []
     for n in args.sizes:
         sparse = run_case(args, "sparse", n)

@@ -1,7 +1,6 @@
 """The ReCLIP Dassl trainer on a tiny CLIP and a few 32 px images (needs Dassl; skipped with a reason without it)."""
 import importlib.util
 import logging
-import os
 import subprocess
 from pathlib import Path
 
