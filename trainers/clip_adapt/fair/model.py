@@ -1,0 +1,174 @@
+"""The FAIR model: a CLIP image encoder with trainable normalisation layers, the CDA, and the frozen class-name
+classifier; the pseudo-labelling teacher pass and the student's fused logits (methods/FAIR.md, parts 3-9).
+
+One training step (`FAIRModel.loss`): the weak view and its N crops go through the encoder in ONE no-grad call
+(teacher: zero-shot + LAS -> fused pseudo-labels and ambiguity weights), the strong view goes through it once with
+gradient (student), then the weighted CE + fairness loss. That is N + 2 image-encoder passes and one backward.
+"""
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .crops import crop_weights, encode_with_crops, random_square_crops
+from .las import las_scores
+from .pseudo_labels import DistributionAlignment, PseudoLabels, fair_loss, pseudo_labels
+
+
+@dataclass
+class FAIRSettings:
+    """The method's knobs (TRAINER.FAIR.*; defaults of FAIR.md, part 8)."""
+    n_crops: int = 8
+    crop_scale: tuple = (0.5, 0.9)
+    topk_crops: int = 6
+    tau_v: float = 1.0
+    gamma: float = 0.5
+    margin: str = "margin"
+    fairness_weight: float = 1.0
+    student_fusion: float = 0.5
+    test_crops: bool = False
+    dist_align: bool = False
+    dist_align_momentum: float = 0.999
+    ambiguity_ratio: float = 0.5
+
+    @classmethod
+    def from_cfg(cls, fair_cfg):
+        """From a yacs node TRAINER.FAIR (keys are the upper-case field names)."""
+        return cls(**{f.name: getattr(fair_cfg, f.name.upper()) for f in fields(cls)
+                      if f.name.upper() in fair_cfg})
+
+
+def visual_norm_parameters(visual):
+    """(name, parameter) of the affine parameters of every LayerNorm (ViT) / BatchNorm (ResNet) of the encoder."""
+    out = []
+    for mname, module in visual.named_modules():
+        if isinstance(module, (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)):
+            out += [(f"{mname}.{n}", p) for n, p in module.named_parameters(recurse=False)]
+    return out
+
+
+@dataclass
+class StepOutput:
+    """What one training step computed (for logging; nothing here carries gradient)."""
+    pseudo: PseudoLabels
+    zs_logits: torch.Tensor
+    las_logits: torch.Tensor
+    crop_weights: torch.Tensor
+    parts: dict
+
+
+class FAIRModel(nn.Module):
+    """visual: CLIP's image encoder (`clip_model.visual`); name_emb: C x D class-name text embeddings (the
+    zero-shot classifier); cda: ClassDescriptionAnchors; logit_scale: s = exp(CLIP's logit_scale)."""
+
+    def __init__(self, visual, name_emb, cda, logit_scale, settings=None, train_classifier=False):
+        super().__init__()
+        self.visual = visual
+        self.cda = cda
+        self.settings = settings or FAIRSettings()
+        name_emb = F.normalize(name_emb.float(), dim=-1)
+        if train_classifier:
+            self.classifier = nn.Parameter(name_emb.clone())
+        else:
+            self.register_buffer("classifier", name_emb.clone())
+        self.register_buffer("logit_scale", torch.as_tensor(float(logit_scale)))
+        self.dist_align = (DistributionAlignment(cda.num_classes, self.settings.dist_align_momentum)
+                           if self.settings.dist_align else None)
+        self.freeze()
+
+    # ---- what trains ----------------------------------------------------------------------------------------
+    def freeze(self):
+        """Only the visual norm layers' affine parameters and the CDA (and the classifier, if a parameter) train.
+
+        Under fp16 the trainable norm parameters are kept in fp32 (CLIP's LayerNorm computes in fp32 anyway), so
+        the optimiser never updates half-precision weights.
+        """
+        self.visual.requires_grad_(False)
+        for _, p in visual_norm_parameters(self.visual):
+            p.data = p.data.float()
+            p.requires_grad_(True)
+        self.cda.requires_grad_(True)
+
+    def train(self, mode=True):
+        """The encoder always runs in eval mode: BatchNorm statistics (ResNet) stay frozen."""
+        super().train(mode)
+        self.visual.eval()
+        return self
+
+    def param_groups(self, weight_decay):
+        """AdamW groups (part 8): decay on weight matrices/anchors (ndim >= 2), none on norm parameters/biases."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return [g for g in groups if g["params"]]
+
+    # ---- scores ---------------------------------------------------------------------------------------------
+    @property
+    def dtype(self):
+        return self.visual.conv1.weight.dtype
+
+    def encode(self, images):
+        """Normalised image features (float32) from the encoder in its weight dtype."""
+        return F.normalize(self.visual(images.to(self.dtype)).float(), dim=-1)
+
+    def zs_logits(self, global_feats):
+        """s * cos(g, t_c^name): the global-feature (class-name) classifier."""
+        return self.logit_scale * global_feats @ F.normalize(self.classifier, dim=-1).t()
+
+    def las_logits(self, crop_feats, weights):
+        """s * LAS(x, c) (part 4)."""
+        return self.logit_scale * las_scores(crop_feats, weights, self.cda.prototypes())
+
+    def _local_features(self, images, use_crops, generator=None):
+        """(g, crop features, crop weights); without crops the global view is the only 'crop' (weight 1)."""
+        s = self.settings
+        if use_crops:
+            crops = random_square_crops(images, s.n_crops, s.crop_scale, generator)
+            g, f = encode_with_crops(self.encode, images, crops)
+            w, _ = crop_weights(f, g, s.topk_crops, s.tau_v)
+            return g, f, w
+        g = self.encode(images)
+        return g, g.unsqueeze(1), torch.ones(g.shape[0], 1, device=g.device, dtype=g.dtype)
+
+    @torch.no_grad()
+    def teacher(self, weak, generator=None, update_alignment=True):
+        """Pseudo-labels from the weak view and its crops (parts 3-6); no gradient."""
+        s = self.settings
+        g, f, w = self._local_features(weak, True, generator)
+        zs, las = self.zs_logits(g), self.las_logits(f, w)
+        align = None
+        if self.dist_align is not None:
+            align = (lambda p: self.dist_align(p, update=update_alignment))
+        pl = pseudo_labels(zs, las, s.gamma, s.margin, align)
+        return pl, zs, las, w
+
+    def student_logits(self, images, use_crops=False, generator=None):
+        """(1 - b) * zero-shot logits + b * LAS logits of the student (parts 7 and 9), b = STUDENT_FUSION."""
+        b = self.settings.student_fusion
+        g, f, w = self._local_features(images, use_crops, generator)
+        return (1 - b) * self.zs_logits(g) + b * self.las_logits(f, w)
+
+    def forward(self, images, generator=None):
+        """Inference (part 9): the student's fused score on the given (centre-crop) view, plus crops if set."""
+        return self.student_logits(images, self.settings.test_crops, generator)
+
+    def loss(self, weak, strong, generator=None):
+        """One training step's loss (parts 5-7): teacher on the weak view, student on the strong view."""
+        pl, zs, las, w = self.teacher(weak, generator)
+        logits = self.student_logits(strong)
+        loss, parts = fair_loss(logits, pl.labels, pl.weights, self.settings.fairness_weight)
+        return loss, StepOutput(pseudo=pl, zs_logits=zs, las_logits=las, crop_weights=w, parts=parts)
+
+    # ---- diagnostics ----------------------------------------------------------------------------------------
+    def step_statistics(self, out):
+        """Per-batch numbers to log: mean weight, fraction ambiguous (p2 / p1 >= AMBIGUITY_RATIO), LAS vs
+        zero-shot top-1 agreement on the weak view."""
+        top2 = out.pseudo.probs.topk(min(2, out.pseudo.probs.shape[1]), dim=1).values
+        ratio = top2[:, -1] / top2[:, 0].clamp_min(1e-12) if top2.shape[1] > 1 else torch.zeros(len(top2))
+        return {
+            "weight": out.pseudo.weights.mean().item(),
+            "ambiguous": (ratio >= self.settings.ambiguity_ratio).float().mean().item(),
+            "agree": (out.zs_logits.argmax(1) == out.las_logits.argmax(1)).float().mean().item(),
+        }
