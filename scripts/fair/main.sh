@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# FAIR: bash scripts/fair/main.sh <dataset> <cfg> [KEY VALUE ...]
+# Adapts on the unlabelled train split (the spec's setting). With `DATASET.ADAPT_SPLIT test` (transductive) runs go
+# to $OUTPUT/<dataset>/FAIR/<cfg>_transductive/seed<S>/ so the two protocols never mix.
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+[[ $# -ge 2 ]] || usage_exit "bash scripts/fair/main.sh <dataset> <cfg> [KEY VALUE ...]"
+dataset="$1"; cfg="$2"; shift 2
+run_name="$cfg"
+opts=("$@")
+for ((i = 0; i + 1 < ${#opts[@]}; i += 2)); do
+    if [[ "${opts[i]}" == "DATASET.ADAPT_SPLIT" && "${opts[i+1]}" == "test" ]]; then
+        run_name="${cfg}_transductive"
+    fi
+done
+run_seeds FAIR "$dataset" "$cfg" "$run_name" -- "$@"

@@ -1,0 +1,213 @@
+"""The FAIR Dassl trainer on a tiny CLIP and a few 32 px images (needs Dassl; skipped with a reason without it)."""
+import importlib.util
+import json
+import logging
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.dassl
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["cat", "dog", "bird"]
+DESCRIPTIONS = {"Cat": ["a small furry animal", "a cat with whiskers"], "dog": ["a loyal dog"],
+                "BIRD": ["a bird with feathers", "a bird in flight", "a beak"]}
+
+
+def _register_fixture_dataset(root):
+    """A 3-class Dassl dataset of generated images (train 24, val 6, test 12) under `root`."""
+    import numpy as np
+    from dassl.data.datasets import DATASET_REGISTRY, Datum, DatasetBase
+    from PIL import Image
+
+    def make(split, n):
+        rng = np.random.RandomState({"train": 0, "val": 1, "test": 2}[split])
+        items = []
+        for i in range(n):
+            c = i % len(CLASSES)
+            path = Path(root) / f"{split}_{i}.png"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray((rng.rand(40, 48, 3) * 80 + 60 * c).astype(np.uint8)).save(path)
+            items.append(Datum(impath=str(path), label=c, classname=CLASSES[c]))
+        return items
+
+    class FAIRFixture(DatasetBase):
+        def __init__(self, cfg):
+            super().__init__(train_x=make("train", 24), val=make("val", 6), test=make("test", 12))
+
+    DATASET_REGISTRY._obj_map.pop("FAIRFixture", None)
+    DATASET_REGISTRY.register(FAIRFixture)
+
+
+@pytest.fixture
+def build(tmp_path, tiny_clip_path):
+    """build(output_dir, KEY, VALUE, ...) -> a FAIR trainer on the fixture dataset, in this process."""
+    import dassl  # noqa: F401
+    logging.disable(logging.NOTSET)
+    from dassl.config import get_cfg_default
+    from dassl.engine import build_trainer
+
+    import trainers.fair  # noqa: F401  registers the trainer
+    from trainers.config import extend_cfg
+
+    _register_fixture_dataset(tmp_path / "images")
+    desc_file = tmp_path / "descriptions.json"
+    desc_file.write_text(json.dumps(DESCRIPTIONS))
+
+    def _build(out, *opts):
+        cfg = extend_cfg(get_cfg_default())
+        cfg.merge_from_file(str(REPO / "configs/trainers/FAIR/vit_b16.yaml"))
+        cfg.merge_from_list(["TRAINER.NAME", "FAIR", "DATASET.NAME", "FAIRFixture",
+                             "MODEL.BACKBONE.NAME", str(tiny_clip_path), "INPUT.SIZE", "(32, 32)",
+                             "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "8",
+                             "DATALOADER.TEST.BATCH_SIZE", "6", "OPTIM.MAX_EPOCH", "2", "OPTIM.LR", "0.01",
+                             "OUTPUT_DIR", str(out), "TRAINER.FEATURE_CACHE_DIR", str(tmp_path / "cache"),
+                             "TRAINER.FAIR.DESCRIPTIONS", str(desc_file), "TRAINER.FAIR.N_CROPS", "3",
+                             "TRAINER.FAIR.TOPK_CROPS", "2", "SEED", "1", "USE_CUDA", "False", *opts])
+        cfg.freeze()
+        torch.manual_seed(1)
+        return build_trainer(cfg)
+
+    return _build
+
+
+class _NoLabel(dict):
+    def __getitem__(self, key):
+        if key == "label":
+            raise AssertionError("FAIR read batch['label'] during training")
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+
+def _step(trainer, batch):
+    trainer.batch_idx, trainer.num_batches = 0, len(trainer.train_loader_x)
+    trainer.set_model_mode("train")
+    return trainer.forward_backward(_NoLabel(batch))
+
+
+def test_one_step_changes_exactly_the_trainable_parameters(build, tmp_path):
+    trainer = build(tmp_path / "out")
+    model = trainer.model
+    batch = next(iter(trainer.train_loader_x))
+    assert set(batch) == {"img_weak", "img_strong", "index"}  # the unlabelled split carries no label
+    visual_before = {k: v.clone() for k, v in model.visual.state_dict().items()}
+    anchors_before = model.cda.anchors.detach().clone()
+    trainable = {n for n, p in model.visual.named_parameters() if p.requires_grad}
+    assert trainable and all(".ln_" in f".{n}" or n.startswith("ln_") for n in trainable)
+    summary = _step(trainer, batch)
+    assert {"loss", "ce", "fair", "weight", "ambiguous", "agree"} <= set(summary)
+    changed = {k for k, v in model.visual.state_dict().items() if not torch.equal(v, visual_before[k])}
+    assert changed and changed <= trainable, sorted(changed - trainable)[:5]
+    assert not torch.equal(model.cda.anchors.detach(), anchors_before)
+    opt = trainer._optims["fair"]
+    assert isinstance(opt, torch.optim.AdamW)
+    assert sorted(g["weight_decay"] for g in opt.param_groups) == [0.0, 0.1]
+
+
+def test_labels_are_never_read_in_training(build, tmp_path, monkeypatch, capsys):
+    from dassl.data.datasets import Datum
+
+    trainer = build(tmp_path / "out")
+
+    def poisoned(self):
+        raise AssertionError("a label of the unlabelled split was read during training")
+
+    with monkeypatch.context() as m:
+        m.setattr(Datum, "label", property(poisoned))
+        trainer.before_epoch()
+        trainer.run_epoch()  # every step of an epoch, no label anywhere
+    for item in trainer.adapt_source:  # hidden labels unknown: the diagnostic says so, training is unaffected
+        item._label = -1
+    trainer.after_epoch()
+    assert "pseudo-label accuracy (diagnostic) n/a" in capsys.readouterr().out
+
+
+def test_full_run_logs_diagnostics_and_saves_small_checkpoints(build, tmp_path, capsys):
+    trainer = build(tmp_path / "out")
+    assert trainer.adapt_split == "train" and len(trainer.adapt_source) == 24
+    assert len(trainer.train_loader_x) == 3
+    trainer.train()
+    out = capsys.readouterr().out
+    assert out.count("pseudo-label accuracy (diagnostic)") == 2
+    assert "mean weight" in out and "ambiguous" in out and "LAS-zero-shot agreement" in out
+    assert "Finish training" in out and "* accuracy:" in out
+    ckpt = torch.load(tmp_path / "out" / "fair" / "model.pth.tar-2", weights_only=True)
+    assert "cda.anchors" in ckpt["state_dict"]
+    assert all(k == "cda.anchors" or ".ln_" in f".{k}" for k in ckpt["state_dict"])
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["descriptions"].endswith("descriptions.json") and results["adapt_split"] == "train"
+    assert 0 <= results["accuracy"] <= 100
+    assert trainer.get_current_lr() < 0.01  # cosine schedule stepped
+
+
+def test_resume_continues_exactly(build, tmp_path):
+    opts = ("TRAINER.FAIR.DIST_ALIGN", "True")
+    full = build(tmp_path / "full", "OPTIM.MAX_EPOCH", "2", *opts)
+    full.train()
+    first = build(tmp_path / "resumed", "OPTIM.MAX_EPOCH", "2", *opts)
+    first.max_epoch = 1  # "interrupted" after epoch 1 (its schedule was built for 2 epochs)
+    first.train()
+    resumed = build(tmp_path / "resumed", "OPTIM.MAX_EPOCH", "2", *opts)
+    resumed.train()
+    assert resumed.start_epoch == 1
+    a = {n: p for n, p in full.model.named_parameters() if p.requires_grad}
+    b = {n: p for n, p in resumed.model.named_parameters() if p.requires_grad}
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    torch.testing.assert_close(full.model.dist_align.mean, resumed.model.dist_align.mean, rtol=0, atol=0)
+    assert full.last_result == resumed.last_result
+
+
+def test_descriptions_missing_a_class_is_an_error_listing_it(build, tmp_path):
+    from trainers.clip_adapt.fair import DescriptionsError
+
+    bad = tmp_path / "partial.json"
+    bad.write_text(json.dumps({"cat": ["x"]}))
+    with pytest.raises(DescriptionsError, match="'dog', 'bird'"):
+        build(tmp_path / "out", "TRAINER.FAIR.DESCRIPTIONS", str(bad))
+
+
+def test_template_fallback_and_transductive_split(build, tmp_path, capsys):
+    trainer = build(tmp_path / "out", "TRAINER.FAIR.DESCRIPTIONS", "", "DATASET.ADAPT_SPLIT", "test",
+                    "TRAINER.FAIR.TEST_CROPS", "True")
+    assert trainer.descriptions_source == "template"
+    assert [d.impath for d in trainer.adapt_source] == [d.impath for d in trainer.dm.dataset.test]
+    assert "transductive" in capsys.readouterr().out
+    a, b = trainer.test(), trainer.test()  # test-time crops are seeded per evaluation
+    assert a == b
+
+
+def test_bad_config_values_name_the_key(build, tmp_path):
+    with pytest.raises(ValueError, match="TRAINER.FAIR.MARGIN"):
+        build(tmp_path / "out", "TRAINER.FAIR.MARGIN", "bogus")
+    with pytest.raises(ValueError, match="DATASET.ADAPT_SPLIT"):
+        build(tmp_path / "out", "DATASET.ADAPT_SPLIT", "val")
+
+
+# ---- scripts/fair/main.sh end to end (needs the project's dataset fixtures) -----------------------------------
+HAVE_FIXTURES = importlib.util.find_spec("tests.dataset_fixtures") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_FIXTURES, reason="tests/dataset_fixtures.py (fixture dataset builders) is missing")
+def test_main_sh_end_to_end(script_env, tiny_clip_path, tmp_path):
+    from tests import dataset_fixtures
+
+    name = dataset_fixtures.build_fixture_dataset(Path(script_env["DATA"]))
+    cmd = ["bash", "scripts/fair/main.sh", name, "vit_b16", "MODEL.BACKBONE.NAME", str(tiny_clip_path),
+           "INPUT.SIZE", "(32,32)", "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
+           "OPTIM.MAX_EPOCH", "1", "TRAINER.FAIR.N_CROPS", "2", "TRAINER.FAIR.TOPK_CROPS", "2",
+           "TRAINER.FAIR.DESCRIPTIONS_DOWNLOAD", "False"]
+    proc = subprocess.run(cmd, cwd=REPO, env=script_env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = Path(script_env["OUTPUT"]) / name / "FAIR" / "vit_b16" / "seed1"
+    log = (run / "log.txt").read_text()
+    assert "Finish training" in log and "* accuracy:" in log and "pseudo-label accuracy (diagnostic)" in log
+    assert (run / "fair" / "model.pth.tar-1").exists() and (run / "results.json").exists()
+    again = subprocess.run(cmd, cwd=REPO, env=script_env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "skipping" in again.stdout
