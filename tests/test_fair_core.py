@@ -176,6 +176,16 @@ def test_training_step_changes_only_norm_parameters_and_cda(arch):
             assert torch.equal(v, text_before[k]), k
 
 
+def test_fp16_weights_keep_trainable_norms_in_fp32():
+    clip_model = build_tiny_clip().half()
+    name_emb = torch.nn.functional.normalize(torch.randn(3, 32), dim=-1)
+    desc_emb, mask = torch.nn.functional.normalize(torch.randn(3, 2, 32), dim=-1), torch.ones(3, 2, dtype=torch.bool)
+    model = FAIRModel(clip_model.visual, name_emb, ClassDescriptionAnchors(desc_emb, mask, name_emb, TAU_T), 100.0)
+    assert model.dtype == torch.float16
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
+    assert all(p.dtype == torch.float16 for p in model.visual.parameters() if not p.requires_grad)
+
+
 def test_weight_decay_only_on_anchors_and_trainable_classifier():
     model, *_ = _build(train_classifier=True)
     decay, no_decay = model.param_groups(0.1)
@@ -424,3 +434,31 @@ def test_core_does_not_import_dassl():
     import subprocess
     code = "import sys, trainers.clip_adapt.fair; assert 'dassl' not in sys.modules"
     subprocess.run([sys.executable, "-W", "ignore", "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+# ---- configs ----------------------------------------------------------------------------------------------------
+def test_settings_from_the_config_keys_are_the_spec_defaults():
+    from yacs.config import CfgNode as CN
+
+    from trainers.config import extend_cfg
+    cfg = CN()
+    for node in ("MODEL", "TRAINER", "OPTIM", "DATASET"):
+        cfg[node] = CN()
+    cfg.MODEL.BACKBONE = CN()
+    s = FAIRSettings.from_cfg(extend_cfg(cfg).TRAINER.FAIR)
+    assert (s.n_crops, s.topk_crops, s.gamma, s.tau_v, tuple(s.crop_scale)) == (8, 6, 0.5, 1.0, (0.5, 0.9))
+    assert cfg.TRAINER.FAIR.TAU_T == pytest.approx(math.e ** 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("name,backbone", [("rn50", "RN50"), ("vit_b32", "ViT-B/32"), ("vit_b16", "ViT-B/16"),
+                                           ("vit_l14", "ViT-L/14")])
+def test_trainer_configs_hold_the_spec_optimisation(name, backbone):
+    import yaml
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/trainers/FAIR" / f"{name}.yaml").read_text())
+    o = cfg["OPTIM"]
+    assert cfg["MODEL"]["BACKBONE"]["NAME"] == backbone
+    assert (o["NAME"], o["LR"], o["WEIGHT_DECAY"], o["MIN_LR"], o["WARMUP_EPOCH"], o["MAX_EPOCH"]) == \
+        ("adamw", 1e-4, 0.1, 2e-6, 0, 15)
+    assert o["LR_SCHEDULER"] == "cosine" and cfg["DATALOADER"]["TRAIN_X"]["BATCH_SIZE"] == 64
+    f = cfg["TRAINER"]["FAIR"]
+    assert (f["N_CROPS"], f["TOPK_CROPS"], f["GAMMA"], f["TAU_V"]) == (8, 6, 0.5, 1.0)
