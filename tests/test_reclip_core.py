@@ -316,3 +316,24 @@ def test_text_branch_embeddings_have_gradient_and_anchors_do_not():
     logits.sum().backward()
     assert t.clip.ln_final.weight.grad is not None
     assert all(p.grad is None for p in t.clip.visual.parameters())
+
+
+@pytest.mark.parametrize("arch", ["vit", "rn"])
+def test_fp16_clip_keeps_the_trained_norms_in_fp32(arch):
+    """CLIP's fp16 conversion leaves LayerNorm/BatchNorm in fp32, so SGD updates of 1e-3 are not lost."""
+    from clip.model import convert_weights
+
+    from trainers.clip_adapt.clip_loader import build_tiny_clip
+    from trainers.clip_adapt.reclip import ReCLIPText, ReCLIPVisual
+
+    model = build_tiny_clip(seed=0, arch=arch)
+    convert_weights(model)
+    assert model.dtype == torch.float16
+    v = ReCLIPVisual(model, torch.randn(3, 32))
+    trainable = [p for p in v.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    model_t = build_tiny_clip(seed=0, arch=arch)
+    convert_weights(model_t)
+    t = ReCLIPText(model_t, ["cat", "dog", "bird"], "a photo of a {}.", ["a {}."])
+    trainable = [p for p in t.parameters() if p.requires_grad]
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
