@@ -7,6 +7,7 @@
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 import torch
@@ -17,6 +18,7 @@ TRAINER_MODULES = ("zsclip", "fair", "reclip", "dac")
 
 
 def _import_dassl():
+    os.environ.setdefault("OUTDATED_IGNORE", "1")  # wilds (imported by dassl) would check PyPI for a newer version
     try:
         import dassl  # noqa: F401  (pulls wilds, pandas, sklearn, tensorboard; disables logging)
     except ImportError as e:
@@ -75,12 +77,12 @@ def main(args):
     from dassl.engine import build_trainer
     from dassl.utils import collect_env_info, set_random_seed, setup_logger
 
+    cfg = setup_cfg(args)  # first: a config error is reported before anything heavy is imported
+
     import datasets  # noqa: F401  registers every dataset
 
     for name in TRAINER_MODULES:  # registers the trainers
         importlib.import_module(f"trainers.{name}")
-
-    cfg = setup_cfg(args)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)

@@ -59,3 +59,58 @@ def script_env(tmp_path):
         "PYTHONWARNINGS": "ignore",
     })
     return env
+
+
+FIXTURE_CLASSES = ["cat", "dog", "bird"]
+
+
+def register_fixture_dataset(root, name, n_train=24, n_val=6, n_test=12, classes=FIXTURE_CLASSES):
+    """Register (or replace) an in-process Dassl dataset `name` of real PNG files under `root`.
+
+    Images of class c are noise around grey level 60*c, so classes differ. Returns the class.
+    """
+    import numpy as np
+    from dassl.data.datasets import DATASET_REGISTRY, Datum, DatasetBase
+    from PIL import Image
+
+    def make(split, n):
+        rng = np.random.RandomState({"train": 0, "val": 1, "test": 2}[split])
+        items = []
+        for i in range(n):
+            c = i % len(classes)
+            path = Path(root) / f"{split}_{i}.png"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray((rng.rand(40, 48, 3) * 80 + 60 * c).astype(np.uint8)).save(path)
+            items.append(Datum(impath=str(path), label=c, classname=classes[c]))
+        return items
+
+    def __init__(self, cfg):
+        DatasetBase.__init__(self, train_x=make("train", n_train), val=make("val", n_val), test=make("test", n_test))
+
+    cls = type(name, (DatasetBase,), {"__init__": __init__})
+    DATASET_REGISTRY._obj_map.pop(name, None)
+    DATASET_REGISTRY.register(cls)
+    return cls
+
+
+@pytest.fixture
+def dassl_cfg(tmp_path, tiny_clip_path):
+    """dassl_cfg(trainer_yaml, KEY, VALUE, ...) -> a frozen config for a tiny in-process run on CPU."""
+    import dassl  # noqa: F401
+    logging.disable(logging.NOTSET)
+    from dassl.config import get_cfg_default
+
+    from trainers.config import extend_cfg
+
+    def _cfg(trainer_yaml=None, *opts):
+        cfg = extend_cfg(get_cfg_default())
+        if trainer_yaml:
+            cfg.merge_from_file(str(REPO / trainer_yaml))
+        cfg.merge_from_list(["MODEL.BACKBONE.NAME", str(tiny_clip_path), "INPUT.SIZE", "(32, 32)",
+                             "DATALOADER.NUM_WORKERS", "0", "TRAINER.FEATURE_CACHE_DIR", str(tmp_path / "cache"),
+                             "USE_CUDA", "False", "SEED", "1", *opts])
+        cfg.freeze()
+        return cfg
+
+    return _cfg

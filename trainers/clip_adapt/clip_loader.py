@@ -10,6 +10,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import torch
@@ -144,17 +145,27 @@ def resolve_checkpoint(name_or_path, cache_dir=None, download=True):
     )
 
 
+def _is_torchscript(path):
+    """TorchScript archives are zip files with a `code/` folder; `torch.save` zips have none."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any("/code/" in n or n.startswith("code/") for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def read_state_dict(path):
     """State dict of a checkpoint: OpenAI's TorchScript archive, or a `torch.save`d (state) dict.
 
     A plain state dict is read with torch's default `weights_only=True`.
     """
     path = Path(path)
-    try:
-        jit = torch.jit.load(str(path), map_location="cpu")
+    if _is_torchscript(path):
+        try:
+            jit = torch.jit.load(str(path), map_location="cpu")
+        except Exception as e:
+            raise CheckpointError(f"cannot read TorchScript CLIP checkpoint {path}: {e}") from e
         return {k: v for k, v in jit.state_dict().items()}
-    except (RuntimeError, ValueError):
-        pass  # not a TorchScript archive
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

@@ -1,0 +1,139 @@
+"""The Dassl edge (trainers/base.py) with a tiny test-only trainer: resume, weights_only checkpoints, NaN stop,
+eval-only loading, and train.py's config errors. Needs Dassl (skipped with a reason without it)."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO, register_fixture_dataset
+
+pytestmark = pytest.mark.dassl
+
+
+class Crash(Exception):
+    pass
+
+
+def _register_probe_trainer():
+    """A linear probe on frozen tiny-CLIP features: the smallest trainer that exercises the base class."""
+    from dassl.engine import TRAINER_REGISTRY
+
+    from trainers.base import CLIPAdaptTrainer
+    from trainers.clip_adapt.zeroshot import encode_images
+
+    class BaseProbe(CLIPAdaptTrainer):
+        crash_at = None  # (epoch, batch) at which to simulate a kill
+        nan_at = None
+
+        def build_model(self):
+            self.clip_model = self.build_clip()
+            for p in self.clip_model.parameters():
+                p.requires_grad_(False)
+            self.head = torch.nn.Linear(self.clip_model.text_projection.shape[1], self.num_classes)
+            self.register_trainable("head", self.head)
+
+        def forward_backward(self, batch):
+            if (self.epoch, self.batch_idx) == BaseProbe.crash_at:
+                raise Crash(f"killed at epoch {self.epoch} batch {self.batch_idx}")
+            with torch.no_grad():
+                feats = encode_images(self.clip_model, batch["img"])
+            loss = torch.nn.functional.cross_entropy(self.head(feats), batch["label"])
+            if (self.epoch, self.batch_idx) == BaseProbe.nan_at:
+                loss = loss * float("nan")
+            self.model_backward_and_update(loss)
+            return {"loss": loss.item()}
+
+        def model_inference(self, image):
+            return self.head(encode_images(self.clip_model, image))
+
+    TRAINER_REGISTRY._obj_map.pop("BaseProbe", None)
+    TRAINER_REGISTRY.register(BaseProbe)
+    return BaseProbe
+
+
+@pytest.fixture
+def run(dassl_cfg, tmp_path):
+    from dassl.engine import build_trainer
+    from dassl.utils import set_random_seed
+
+    register_fixture_dataset(tmp_path / "images", "BaseFixture")
+    probe = _register_probe_trainer()
+
+    def _run(out, *opts, crash_at=None, nan_at=None, train=True):
+        probe.crash_at, probe.nan_at = crash_at, nan_at
+        cfg = dassl_cfg(None, "TRAINER.NAME", "BaseProbe", "DATASET.NAME", "BaseFixture", "OUTPUT_DIR", str(out),
+                        "OPTIM.NAME", "sgd", "OPTIM.LR", "0.5", "OPTIM.MAX_EPOCH", "3", "OPTIM.LR_SCHEDULER",
+                        "cosine", "OPTIM.WARMUP_EPOCH", "1", "OPTIM.WARMUP_TYPE", "linear",
+                        "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "INPUT.TRANSFORMS", "('random_flip', 'normalize')",
+                        *opts)
+        set_random_seed(cfg.SEED)
+        trainer = build_trainer(cfg)
+        if train:
+            trainer.train()
+        return trainer
+
+    return _run
+
+
+def test_interrupted_run_resumes_to_the_same_result(run, tmp_path, capsys):
+    full = run(tmp_path / "full")
+    with pytest.raises(Crash):
+        run(tmp_path / "cut", crash_at=(1, 1))  # dies inside epoch 2, after epoch 1's checkpoint
+    assert (tmp_path / "cut" / "trainer_state.pth.tar").exists()
+    capsys.readouterr()
+    resumed = run(tmp_path / "cut")
+    assert "will resume training from epoch 2" in capsys.readouterr().out
+    assert torch.equal(resumed.head.weight, full.head.weight)
+    assert resumed.last_result == full.last_result
+    assert json.loads((tmp_path / "cut" / "results.json").read_text())["accuracy"] == full.last_result
+
+
+def test_checkpoints_load_with_weights_only_and_hold_state_dicts(run, tmp_path):
+    run(tmp_path / "out")
+    path = tmp_path / "out" / "head" / "model.pth.tar-3"
+    state = torch.load(path)  # torch's default weights_only=True
+    assert set(state) >= {"state_dict", "epoch", "optimizer", "scheduler"} and state["epoch"] == 3
+    assert isinstance(state["scheduler"], dict) and set(state["state_dict"]) == {"weight", "bias"}
+    torch.load(tmp_path / "out" / "trainer_state.pth.tar")
+    assert not (tmp_path / "out" / "head" / "model.pth.tar-2").exists()  # older epochs pruned (no CHECKPOINT_FREQ)
+
+
+def test_lr_follows_the_torch_native_schedule(run, tmp_path):
+    trainer = run(tmp_path / "out", "OPTIM.MAX_EPOCH", "4")
+    # linear warmup (1 epoch) then cosine over 3 epochs: stepped once per epoch -> after 4 steps cosine ended
+    assert trainer.get_current_lr() == pytest.approx(0.0, abs=1e-12)
+    assert trainer._scheds["head"].last_epoch == 4
+
+
+def test_nan_loss_stops_with_epoch_and_batch(run, tmp_path):
+    with pytest.raises(FloatingPointError, match=r"epoch 2/3, batch 2/3"):
+        run(tmp_path / "out", nan_at=(1, 1))
+
+
+def test_eval_only_loads_the_last_epoch(run, tmp_path):
+    trained = run(tmp_path / "out")
+    fresh = run(tmp_path / "eval", train=False)
+    assert not torch.equal(fresh.head.weight, trained.head.weight)
+    fresh.load_model(str(tmp_path / "out"))
+    assert torch.equal(fresh.head.weight, trained.head.weight)
+    assert fresh.test() == trained.last_result
+
+
+def _train_py(*args):
+    return subprocess.run([sys.executable, "-W", "ignore", "train.py", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_train_py_names_an_unknown_config_key(tmp_path):
+    res = _train_py("--output-dir", str(tmp_path), "--config-file", "configs/trainers/ZeroshotCLIP/vit_b16.yaml",
+                    "TRAINER.FAIR.NOT_A_KEY", "1")
+    assert res.returncode != 0 and "TRAINER.FAIR.NOT_A_KEY" in res.stderr
+
+
+def test_train_py_names_the_yaml_file_with_a_bad_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("OPTIM:\n  LEARNING_RATE: 0.1\n")
+    res = _train_py("--config-file", str(bad))
+    assert res.returncode != 0 and "bad.yaml" in res.stderr and "LEARNING_RATE" in res.stderr
