@@ -1,69 +1,29 @@
 """The ReCLIP Dassl trainer on a tiny CLIP and a few 32 px images (needs Dassl; skipped with a reason without it)."""
 import importlib.util
-import logging
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.conftest import REPO, register_fixture_dataset
+
 pytestmark = pytest.mark.dassl
-
-REPO = Path(__file__).resolve().parents[1]
-CLASSES = ["cat", "dog", "bird"]
-
-
-def _register_fixture_dataset(root):
-    """A 3-class Dassl dataset of generated images (train 24, val 6, test 30) under `root`."""
-    import numpy as np
-    from dassl.data.datasets import DATASET_REGISTRY, Datum, DatasetBase
-    from PIL import Image
-
-    def make(split, n):
-        rng = np.random.RandomState({"train": 0, "val": 1, "test": 2}[split])
-        items = []
-        for i in range(n):
-            c = i % len(CLASSES)
-            path = Path(root) / f"{split}_{i}.png"
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray((rng.rand(40, 40, 3) * 80 + 60 * c).astype(np.uint8)).save(path)
-            items.append(Datum(impath=str(path), label=c, classname=CLASSES[c]))
-        return items
-
-    class ReCLIPFixture(DatasetBase):
-        def __init__(self, cfg):
-            super().__init__(train_x=make("train", 24), val=make("val", 6), test=make("test", 30))
-
-    if "ReCLIPFixture" in DATASET_REGISTRY._obj_map:
-        DATASET_REGISTRY._obj_map["ReCLIPFixture"] = ReCLIPFixture
-    else:
-        DATASET_REGISTRY.register(ReCLIPFixture)
 
 
 @pytest.fixture
-def build(tmp_path, tiny_clip_path):
-    """build(output_dir, KEY, VALUE, ...) -> a ReCLIP trainer on the fixture dataset, in this process."""
-    import dassl  # noqa: F401
-    logging.disable(logging.NOTSET)
-    from dassl.config import get_cfg_default
+def build(tmp_path, dassl_cfg):
+    """build(output_dir, KEY, VALUE, ...) -> a ReCLIP trainer on the shared fixture dataset, in this process."""
     from dassl.engine import build_trainer
 
     import trainers.reclip  # noqa: F401  registers the trainer
-    from trainers.config import extend_cfg
 
-    _register_fixture_dataset(tmp_path / "images")
+    register_fixture_dataset(tmp_path / "images", "ReCLIPFixture", n_train=24, n_val=6, n_test=30)
 
     def _build(out, *opts):
-        cfg = extend_cfg(get_cfg_default())
-        cfg.merge_from_file(str(REPO / "configs/trainers/ReCLIP/vit_b16.yaml"))
-        cfg.merge_from_list(["TRAINER.NAME", "ReCLIP", "DATASET.NAME", "ReCLIPFixture",
-                             "MODEL.BACKBONE.NAME", str(tiny_clip_path), "INPUT.SIZE", "(32, 32)",
-                             "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "8",
-                             "OUTPUT_DIR", str(out), "TRAINER.FEATURE_CACHE_DIR", str(tmp_path / "cache"),
-                             "TRAINER.RECLIP.KNN", "5", "TRAINER.RECLIP.CHUNK", "16", "SEED", "1",
-                             "USE_CUDA", "False", *opts])
-        cfg.freeze()
+        cfg = dassl_cfg("configs/trainers/ReCLIP/vit_b16.yaml", "TRAINER.NAME", "ReCLIP",
+                        "DATASET.NAME", "ReCLIPFixture", "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "OUTPUT_DIR", str(out),
+                        "TRAINER.RECLIP.KNN", "5", "TRAINER.RECLIP.CHUNK", "16", *opts)
         torch.manual_seed(1)
         return build_trainer(cfg)
 
