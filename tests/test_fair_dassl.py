@@ -1,73 +1,37 @@
 """The FAIR Dassl trainer on a tiny CLIP and a few 32 px images (needs Dassl; skipped with a reason without it)."""
 import importlib.util
 import json
-import logging
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.conftest import REPO, register_fixture_dataset
+
 pytestmark = pytest.mark.dassl
 
-REPO = Path(__file__).resolve().parents[1]
-CLASSES = ["cat", "dog", "bird"]
 DESCRIPTIONS = {"Cat": ["a small furry animal", "a cat with whiskers"], "dog": ["a loyal dog"],
                 "BIRD": ["a bird with feathers", "a bird in flight", "a beak"]}
 
 
-def _register_fixture_dataset(root):
-    """A 3-class Dassl dataset of generated images (train 24, val 6, test 12) under `root`."""
-    import numpy as np
-    from dassl.data.datasets import DATASET_REGISTRY, Datum, DatasetBase
-    from PIL import Image
-
-    def make(split, n):
-        rng = np.random.RandomState({"train": 0, "val": 1, "test": 2}[split])
-        items = []
-        for i in range(n):
-            c = i % len(CLASSES)
-            path = Path(root) / f"{split}_{i}.png"
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray((rng.rand(40, 48, 3) * 80 + 60 * c).astype(np.uint8)).save(path)
-            items.append(Datum(impath=str(path), label=c, classname=CLASSES[c]))
-        return items
-
-    class FAIRFixture(DatasetBase):
-        def __init__(self, cfg):
-            super().__init__(train_x=make("train", 24), val=make("val", 6), test=make("test", 12))
-
-    DATASET_REGISTRY._obj_map.pop("FAIRFixture", None)
-    DATASET_REGISTRY.register(FAIRFixture)
-
-
 @pytest.fixture
-def build(tmp_path, tiny_clip_path):
-    """build(output_dir, KEY, VALUE, ...) -> a FAIR trainer on the fixture dataset, in this process."""
-    import dassl  # noqa: F401
-    logging.disable(logging.NOTSET)
-    from dassl.config import get_cfg_default
+def build(tmp_path, dassl_cfg):
+    """build(output_dir, KEY, VALUE, ...) -> a FAIR trainer on the shared fixture dataset, in this process."""
     from dassl.engine import build_trainer
 
     import trainers.fair  # noqa: F401  registers the trainer
-    from trainers.config import extend_cfg
 
-    _register_fixture_dataset(tmp_path / "images")
+    register_fixture_dataset(tmp_path / "images", "FAIRFixture")
     desc_file = tmp_path / "descriptions.json"
     desc_file.write_text(json.dumps(DESCRIPTIONS))
 
     def _build(out, *opts):
-        cfg = extend_cfg(get_cfg_default())
-        cfg.merge_from_file(str(REPO / "configs/trainers/FAIR/vit_b16.yaml"))
-        cfg.merge_from_list(["TRAINER.NAME", "FAIR", "DATASET.NAME", "FAIRFixture",
-                             "MODEL.BACKBONE.NAME", str(tiny_clip_path), "INPUT.SIZE", "(32, 32)",
-                             "DATALOADER.NUM_WORKERS", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "8",
-                             "DATALOADER.TEST.BATCH_SIZE", "6", "OPTIM.MAX_EPOCH", "2", "OPTIM.LR", "0.01",
-                             "OUTPUT_DIR", str(out), "TRAINER.FEATURE_CACHE_DIR", str(tmp_path / "cache"),
-                             "TRAINER.FAIR.DESCRIPTIONS", str(desc_file), "TRAINER.FAIR.N_CROPS", "3",
-                             "TRAINER.FAIR.TOPK_CROPS", "2", "SEED", "1", "USE_CUDA", "False", *opts])
-        cfg.freeze()
+        cfg = dassl_cfg("configs/trainers/FAIR/vit_b16.yaml", "TRAINER.NAME", "FAIR", "DATASET.NAME", "FAIRFixture",
+                        "DATALOADER.TRAIN_X.BATCH_SIZE", "8", "DATALOADER.TEST.BATCH_SIZE", "6",
+                        "OPTIM.MAX_EPOCH", "2", "OPTIM.LR", "0.01", "OUTPUT_DIR", str(out),
+                        "TRAINER.FAIR.DESCRIPTIONS", str(desc_file), "TRAINER.FAIR.N_CROPS", "3",
+                        "TRAINER.FAIR.TOPK_CROPS", "2", *opts)
         torch.manual_seed(1)
         return build_trainer(cfg)
 
