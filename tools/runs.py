@@ -30,6 +30,9 @@ EVAL_ONLY_LINE = "eval_only: True"
 ACCURACY_RE = re.compile(r"^\* accuracy: ([-+]?\d+(?:\.\d+)?)%\s*$")
 SEED_DIR_RE = re.compile(r"^seed(\d+)$")
 SHOTS_RE = re.compile(r"^(?P<cfg>.+)_(?P<shots>\d+)shots$")
+# run-name suffixes that mark a different adaptation protocol (scripts/fair/main.sh, scripts/reclip/main.sh): they
+# stay part of the run's cfg (the two protocols never mix) and are stripped only to find the zero-shot reference
+VARIANT_SUFFIXES = ("_transductive", "_inductive")
 # the script name of each method and the Dassl trainer it runs (scripts/<method>/main.sh)
 METHOD_TRAINERS = {"zsclip": "ZeroshotCLIP", "fair": "FAIR", "reclip": "ReCLIP", "dac": "DAC"}
 ZERO_SHOT_TRAINER = "ZeroshotCLIP"
@@ -83,6 +86,28 @@ def split_run_name(name: str):
     """Inverse of `run_name`: 'vit_b16_16shots' -> ('vit_b16', 16); 'vit_b16' -> ('vit_b16', None)."""
     m = SHOTS_RE.match(name)
     return (m.group("cfg"), int(m.group("shots"))) if m else (name, None)
+
+
+def base_cfg(cfg: str) -> str:
+    """The backbone config a run name starts from: 'vit_b16_transductive' -> 'vit_b16' (shots already split off)."""
+    for suffix in VARIANT_SUFFIXES:
+        if cfg.endswith(suffix) and len(cfg) > len(suffix):
+            return cfg[: -len(suffix)]
+    return cfg
+
+
+def method_run_name(method: str, cfg: str, shots: Optional[int] = None, opts=()) -> str:
+    """The run folder name scripts/<method>/main.sh writes to, given its extra KEY VALUE opts (mirrors the scripts):
+    FAIR with `DATASET.ADAPT_SPLIT test` -> `<cfg>_transductive`; ReCLIP with `DATASET.ADAPT_SPLIT train` ->
+    `<cfg>_inductive`; DAC -> `<cfg>_<K>shots`."""
+    opts = list(opts)
+    pairs = dict(zip(opts[0::2], opts[1::2]))
+    split = pairs.get("DATASET.ADAPT_SPLIT")
+    if method == "fair" and split == "test":
+        cfg = cfg + "_transductive"
+    elif method == "reclip" and split == "train":
+        cfg = cfg + "_inductive"
+    return run_name(cfg, shots)
 
 
 def seed_dir(output, dataset: str, trainer: str, cfg: str, shots: Optional[int], seed: int) -> Path:

@@ -1,0 +1,200 @@
+"""Aggregate an output tree: mean ± std over seeds per (dataset, trainer, cfg, shots), then a leaderboard.
+
+    python -m tools.results --output ./output
+    python -m tools.results --output ./output --seeds 1 2 3 --format latex --plot results.png
+    python -m tools.results --output ./output --format csv --baselines baselines/tables/ua_vitb32_dpa.csv
+
+Which seed folders hold a finished run, and their accuracy, is decided by tools/runs.py (one place; the newest log
+with a final CoOp result block, re-run logs `log.txt-<timestamp>` included). Unfinished seed folders are listed and
+not counted. `std` is the SAMPLE standard deviation over seeds (ddof=1, numpy.std(..., ddof=1)); with a single
+finished seed it is undefined and shown as no ± at all. Expected seeds are `--seeds` (default 1 2 3, DESIGN.md
+"Evaluation protocol"); expected seeds without a finished run are named as missing. With `--seeds`, only those seeds
+are counted; without it, every finished seed found counts.
+"""
+import argparse
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from tools import runs as runs_mod
+
+DEFAULT_SEEDS = (1, 2, 3)
+
+
+@dataclass
+class RunSummary:
+    """One (dataset, trainer, cfg, shots): per-seed accuracies of finished runs and the seeds that are not there."""
+    dataset: str
+    trainer: str
+    cfg: str
+    shots: Optional[int]
+    accuracies: Dict[int, float] = field(default_factory=dict)  # seed -> accuracy (finished runs only)
+    missing: List[int] = field(default_factory=list)  # expected seeds without a finished run
+    unfinished: List[Tuple[int, str]] = field(default_factory=list)  # (seed, reason) of unfinished seed folders
+
+    @property
+    def key(self):
+        return (self.dataset, self.trainer, self.cfg, self.shots)
+
+    @property
+    def n(self) -> int:
+        return len(self.accuracies)
+
+    @property
+    def mean(self) -> Optional[float]:
+        vals = list(self.accuracies.values())
+        return sum(vals) / len(vals) if vals else None
+
+    @property
+    def std(self) -> Optional[float]:
+        """Sample standard deviation (ddof=1); None with fewer than two seeds."""
+        vals = list(self.accuracies.values())
+        if len(vals) < 2:
+            return None
+        m = sum(vals) / len(vals)
+        return math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+
+    @property
+    def run_name(self) -> str:
+        return runs_mod.run_name(self.cfg, self.shots)
+
+
+def aggregate(runs: Sequence["runs_mod.Run"], seeds: Optional[Sequence[int]] = None) -> List[RunSummary]:
+    """Group seed folders (tools.runs.scan) by (dataset, trainer, cfg, shots).
+
+    `seeds`: the expected seeds; when given, seed folders outside it are ignored. Missing = expected seeds with no
+    finished run (whether their folder is absent or unfinished)."""
+    restrict = seeds is not None
+    expected = sorted(set(int(s) for s in (seeds if restrict else DEFAULT_SEEDS)))
+    groups: Dict[tuple, RunSummary] = {}
+    for r in runs:
+        if restrict and r.seed not in expected:
+            continue
+        s = groups.setdefault(r.key, RunSummary(r.dataset, r.trainer, r.cfg, r.shots))
+        if r.status.finished:
+            s.accuracies[r.seed] = r.status.accuracy
+        else:
+            s.unfinished.append((r.seed, r.status.reason))
+    for s in groups.values():
+        s.accuracies = dict(sorted(s.accuracies.items()))
+        s.unfinished.sort()
+        s.missing = [x for x in expected if x not in s.accuracies]
+    return sorted(groups.values(), key=lambda s: (s.dataset, s.trainer, s.cfg, s.shots or 0))
+
+
+def format_mean_std(mean: Optional[float], std: Optional[float], digits: int = 2) -> str:
+    if mean is None:
+        return ""
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def summary_rows(summaries: Sequence[RunSummary]):
+    """Header and rows of the per-run table (every format)."""
+    header = ["dataset", "trainer", "run", "shots", "accuracy (mean ± sample std)", "n seeds", "per seed",
+              "missing seeds", "unfinished"]
+    rows = []
+    for s in summaries:
+        rows.append([s.dataset, s.trainer, s.run_name, "" if s.shots is None else s.shots,
+                     format_mean_std(s.mean, s.std), s.n,
+                     " ".join(f"{k}:{v:.2f}" for k, v in s.accuracies.items()),
+                     " ".join(str(x) for x in s.missing),
+                     "; ".join(f"seed{k} ({why})" for k, why in s.unfinished)])
+    return header, rows
+
+
+def plot(summaries: Sequence[RunSummary], path) -> Path:
+    """PNG: per-dataset accuracy bars, one bar per method (trainer + run), error bars = sample std over seeds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [s for s in summaries if s.n > 0]
+    if not done:
+        raise ValueError("nothing to plot: no finished run")
+    datasets = sorted({s.dataset for s in done})
+    methods = sorted({(s.trainer, s.run_name) for s in done})
+    by_key = {(s.dataset, s.trainer, s.run_name): s for s in done}
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(datasets) * max(1, len(methods)) ** 0.5 + 2), 4))
+    for j, (trainer, run) in enumerate(methods):
+        xs, ys, errs = [], [], []
+        for i, ds in enumerate(datasets):
+            s = by_key.get((ds, trainer, run))
+            if s is None:
+                continue
+            xs.append(i - 0.4 + width * (j + 0.5))
+            ys.append(s.mean)
+            errs.append(s.std or 0.0)
+        ax.bar(xs, ys, width, yerr=errs, capsize=3, label=f"{trainer} ({run})")
+    ax.set_xticks(range(len(datasets)))
+    ax.set_xticklabels(datasets, rotation=30, ha="right")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("mean over seeds, error bars: sample std")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> int:
+    from tools import leaderboard
+
+    p = argparse.ArgumentParser(prog="python -m tools.results", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output", default="./output", help="output tree (default ./output)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="expected seeds (default 1 2 3; when given, only these seeds are counted)")
+    p.add_argument("--format", choices=leaderboard.FORMATS, default="markdown")
+    p.add_argument("--baselines", nargs="+", default=None, metavar="CSV",
+                   help=f"published-baseline CSVs (default: every {leaderboard.DEFAULT_TABLES}/*.csv)")
+    p.add_argument("--no-baselines", action="store_true", help="our rows only")
+    p.add_argument("--protocols", nargs="+", default=None, metavar="CODE",
+                   help="only published rows of these protocols (codes: baselines/protocols.csv)")
+    p.add_argument("--plot", default=None, metavar="PNG", help="write a per-dataset bar plot with error bars")
+    args = p.parse_args(argv)
+
+    try:
+        found = runs_mod.scan(args.output)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summaries = aggregate(found, args.seeds)
+    if not summaries:
+        print(f"error: no seed folders (<dataset>/<TRAINER>/<run>/seed<S>/) under {args.output}", file=sys.stderr)
+        return 2
+    try:
+        baselines = [] if args.no_baselines else leaderboard.load_baselines(args.baselines)
+    except leaderboard.BaselineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    # CSV: stdout holds the leaderboard only (one machine-readable table); the per-run summary goes to stderr
+    info = sys.stderr if args.format == "csv" else sys.stdout
+    header, rows = summary_rows(summaries)
+    print(leaderboard.render_plain_table(header, rows, "markdown" if args.format == "csv" else args.format,
+                                         title="Runs"), file=info)
+    unfinished = [(s, seed, why) for s in summaries for seed, why in s.unfinished]
+    if unfinished:
+        print("\nUnfinished runs (not counted):", file=info)
+        for s, seed, why in unfinished:
+            print(f"- {s.dataset}/{s.trainer}/{s.run_name}/seed{seed}: {why}", file=info)
+    board = leaderboard.build(summaries, baselines, args.protocols)
+    print(file=info)
+    print(leaderboard.render(board, args.format, protocols=leaderboard.load_protocols()))
+    if args.plot:
+        try:
+            out = plot(summaries, args.plot)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"\nplot written to {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
