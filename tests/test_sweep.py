@@ -1,0 +1,139 @@
+"""tools.sweep with fake scripts (no Dassl): dry-run, skip of finished seeds, continue past a failed run, DAC shots,
+the run folder of FAIR transductive / ReCLIP inductive, SLURM through submitit's in-process cluster."""
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tools import runs, sweep
+
+FAKE = r"""#!/usr/bin/env bash
+# fake scripts/{method}/main.sh: records its call, fails on dataset "broken", else writes a finished log
+set -eu
+echo "$SEEDS $*" >> "$OUTPUT/calls.txt"
+dataset="$1"; cfg="$2"; shift 2
+{shots}
+[[ "$dataset" == broken ]] && {{ echo "boom" >&2; exit 3; }}
+[[ "$dataset" == silent ]] && exit 0
+dir="$OUTPUT/$dataset/{trainer}/$run/seed$SEEDS"
+mkdir -p "$dir"
+printf 'Finish training\n=> result\n* accuracy: 5%s.0%%\n' "$SEEDS" > "$dir/log.txt"
+"""
+
+
+def _write_fake_scripts(root: Path):
+    for method, trainer in runs.METHOD_TRAINERS.items():
+        shots = 'run="${cfg}_${1}shots"; shift' if method == "dac" else 'run="$cfg"'
+        path = root / method / "main.sh"
+        path.parent.mkdir(parents=True)
+        path.write_text(FAKE.format(method=method, trainer=trainer, shots=shots))
+    return root
+
+
+@pytest.fixture
+def env(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    scripts = _write_fake_scripts(tmp_path / "scripts")
+    e = dict(os.environ, OUTPUT=str(out), SWEEP_SCRIPTS_DIR=str(scripts), PYTHONWARNINGS="ignore")
+    return e, out
+
+
+def _sweep(env, *args):
+    return subprocess.run([sys.executable, "-m", "tools.sweep", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def _calls(out):
+    f = out / "calls.txt"
+    return f.read_text().splitlines() if f.exists() else []
+
+
+def test_dry_run_prints_one_command_per_seed_and_runs_nothing(env):
+    e, out = env
+    res = _sweep(e, "--method", "fair", "--datasets", "cub,dtd", "--cfgs", "vit_b16", "--seeds", "1,2",
+                 "--dry-run", "--", "OPTIM.MAX_EPOCH", "1")
+    assert res.returncode == 0, res.stderr
+    lines = [l for l in res.stdout.splitlines() if l.startswith("[dry-run]")]
+    assert len(lines) == 4
+    assert any("SEEDS=2" in l and "fair/main.sh cub vit_b16 OPTIM.MAX_EPOCH 1" in l for l in lines)
+    assert _calls(out) == []
+
+
+def test_skips_finished_seeds_and_continues_past_a_failed_run(env):
+    e, out = env
+    first = _sweep(e, "--method", "fair", "--datasets", "broken,cub", "--cfgs", "vit_b16", "--seeds", "1,2")
+    assert first.returncode == 1
+    # the failure of "broken" did not stop "cub"; both of broken's seeds are named at the end
+    assert runs.is_finished(out / "cub/FAIR/vit_b16/seed1") and runs.is_finished(out / "cub/FAIR/vit_b16/seed2")
+    summary = first.stdout[first.stdout.index("sweep:"):]
+    assert "2 ran, 0 skipped (finished), 2 failed" in summary
+    assert "FAILED fair broken vit_b16 seed1" in summary and "FAILED fair broken vit_b16 seed2" in summary
+    n_calls = len(_calls(out))
+    assert n_calls == 4
+    second = _sweep(e, "--method", "fair", "--datasets", "cub", "--cfgs", "vit_b16", "--seeds", "1,2,3")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "1 ran, 2 skipped" in second.stdout
+    assert _calls(out)[n_calls:] == ["3 cub vit_b16"]  # only the unfinished seed ran
+
+
+def test_zero_exit_without_a_finished_run_is_a_failure(env):
+    e, out = env
+    res = _sweep(e, "--method", "zsclip", "--datasets", "silent", "--cfgs", "vit_b16", "--seeds", "1")
+    assert res.returncode == 1
+    assert "holds no finished run" in res.stderr and "FAILED zsclip silent" in res.stdout
+
+
+def test_dac_requires_shots_and_passes_them(env):
+    e, out = env
+    res = _sweep(e, "--method", "dac", "--datasets", "dtd", "--cfgs", "rn50", "--seeds", "1")
+    assert res.returncode == 2 and "--shots is required" in res.stderr
+    res = _sweep(e, "--method", "fair", "--datasets", "dtd", "--cfgs", "rn50", "--shots", "1")
+    assert res.returncode == 2 and "only for dac" in res.stderr
+    res = _sweep(e, "--method", "dac", "--datasets", "dtd", "--cfgs", "rn50", "--shots", "1,4", "--seeds", "1")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert sorted(_calls(out)) == ["1 dtd rn50 1", "1 dtd rn50 4"]
+    assert runs.is_finished(out / "dtd/DAC/rn50_4shots/seed1")
+
+
+def test_run_folder_follows_the_adaptation_split(tmp_path):
+    scripts = _write_fake_scripts(tmp_path / "s")
+    kw = dict(scripts_dir=scripts, output=tmp_path / "o")
+    fair = sweep.plan("fair", ["cub"], ["vit_b16"], [1], opts=["DATASET.ADAPT_SPLIT", "test"], **kw)[0]
+    reclip = sweep.plan("reclip", ["cub"], ["vit_b16"], [1], opts=["DATASET.ADAPT_SPLIT", "train"], **kw)[0]
+    plain = sweep.plan("reclip", ["cub"], ["vit_b16"], [2], **kw)[0]
+    assert fair.seed_dir.parts[-2:] == ("vit_b16_transductive", "seed1")
+    assert reclip.seed_dir.parts[-2:] == ("vit_b16_inductive", "seed1")
+    assert plain.seed_dir.parts[-3:] == ("ReCLIP", "vit_b16", "seed2")
+    with pytest.raises(ValueError, match="KEY VALUE"):
+        sweep.plan("fair", ["cub"], ["vit_b16"], [1], opts=["OPTIM.LR"], **kw)
+
+
+def test_real_scripts_write_where_the_sweep_looks():
+    """tools.runs.method_run_name mirrors the suffix rules of scripts/fair and scripts/reclip."""
+    fair = (REPO / "scripts/fair/main.sh").read_text()
+    reclip = (REPO / "scripts/reclip/main.sh").read_text()
+    assert '"DATASET.ADAPT_SPLIT" && "${opts[i+1]}" == "test"' in fair and '_transductive"' in fair
+    assert '"DATASET.ADAPT_SPLIT" && "${opts[i+1]}" == "train"' in reclip and '_inductive"' in reclip
+
+
+@pytest.mark.skipif(importlib.util.find_spec("submitit") is None, reason="submitit is not installed")
+def test_slurm_path_goes_through_submitit_and_reports_failures(env, tmp_path):
+    e, out = env
+    res = _sweep(e, "--method", "fair", "--datasets", "broken,cub", "--cfgs", "vit_b16", "--seeds", "1",
+                 "--slurm", "--slurm-cluster", "debug", "--slurm-log-dir", str(tmp_path / "logs"),
+                 "--partition", "gpu")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "[submitted] fair cub vit_b16 seed1" in res.stdout
+    assert "FAILED fair broken vit_b16 seed1" in res.stdout
+    assert runs.is_finished(out / "cub/FAIR/vit_b16/seed1")
+
+
+def test_slurm_without_submitit_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit -> ImportError
+    with pytest.raises(SystemExit, match="pip install submitit"):
+        sweep._submitit()

@@ -1,0 +1,264 @@
+"""Sweep a method over datasets × cfgs (× shots for DAC) × seeds by calling scripts/<method>/main.sh once per seed.
+
+    python -m tools.sweep --method fair --datasets cub,dtd --cfgs vit_b16 --seeds 1,2,3
+    python -m tools.sweep --method dac --datasets dtd --cfgs rn50 --shots 1,2,4,8,16 --dry-run
+    python -m tools.sweep --method reclip --datasets dtd --cfgs vit_b16 -- DATASET.ADAPT_SPLIT train
+    python -m tools.sweep --method fair --datasets cub --cfgs vit_b16 --slurm --partition gpu --timeout 240
+
+Each (dataset, cfg, shots, seed) is one invocation `SEEDS=<s> bash <scripts-dir>/<method>/main.sh <dataset> <cfg>
+[<shots>] [KEY VALUE ...]`, so a failure is reported per seed. A seed folder that already holds a finished run
+(tools/runs.py decides) is skipped. A failed run does not stop the sweep: failures are listed at the end and the
+exit code is 1. `--dry-run` prints what would run (and what would be skipped) and runs nothing.
+
+`--slurm` submits the same invocations as a SLURM job array through submitit (`pip install submitit`, or the
+`slurm` extra of setup.py), waits for them and reports failures the same way (`--no-wait`: print job ids and exit).
+Environment: DATA, OUTPUT (as the scripts), SWEEP_SCRIPTS_DIR (default: the repository's scripts/).
+"""
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+from tools import runs as runs_mod
+
+REPO = Path(__file__).resolve().parents[1]
+SHOTS_METHODS = ("dac",)  # methods whose script takes <shots>
+
+
+@dataclass(frozen=True)
+class Job:
+    """One script invocation for one seed."""
+    method: str
+    dataset: str
+    cfg: str
+    shots: Optional[int]
+    seed: int
+    opts: Tuple[str, ...]
+    script: str
+    output: str
+    data: Optional[str]
+
+    @property
+    def seed_dir(self) -> Path:
+        trainer = runs_mod.METHOD_TRAINERS[self.method]
+        name = runs_mod.method_run_name(self.method, self.cfg, self.shots, self.opts)
+        return Path(self.output) / self.dataset / trainer / name / f"seed{self.seed}"
+
+    @property
+    def argv(self) -> List[str]:
+        return ["bash", self.script, self.dataset, self.cfg] + ([] if self.shots is None else [str(self.shots)]) \
+            + list(self.opts)
+
+    @property
+    def env(self) -> dict:
+        env = {"SEEDS": str(self.seed), "OUTPUT": self.output}
+        if self.data is not None:
+            env["DATA"] = self.data
+        return env
+
+    def describe(self) -> str:
+        shots = "" if self.shots is None else f" {self.shots}-shot"
+        return f"{self.method} {self.dataset} {self.cfg}{shots} seed{self.seed}"
+
+    def command_line(self) -> str:
+        return " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items()) + " " + shlex.join(self.argv)
+
+
+@dataclass
+class Report:
+    ran: List[Job] = field(default_factory=list)
+    skipped: List[Job] = field(default_factory=list)
+    failed: List[Tuple[Job, str]] = field(default_factory=list)
+
+
+def _csv_list(text: str, kind=str) -> list:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [kind(t) for t in items]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of {kind.__name__}") from None
+
+
+def plan(method: str, datasets: Sequence[str], cfgs: Sequence[str], seeds: Sequence[int],
+         shots: Optional[Sequence[int]] = None, opts: Sequence[str] = (), scripts_dir=None, output=None,
+         data=None) -> List[Job]:
+    """Every (dataset, cfg, shots, seed) job, in that nesting order."""
+    if method not in runs_mod.METHOD_TRAINERS:
+        raise ValueError(f"unknown method '{method}' (choose from {', '.join(runs_mod.METHOD_TRAINERS)})")
+    if method in SHOTS_METHODS and not shots:
+        raise ValueError(f"--shots is required for {method} (e.g. --shots 1,2,4,8,16)")
+    if method not in SHOTS_METHODS and shots:
+        raise ValueError(f"--shots is only for {', '.join(SHOTS_METHODS)}, not {method}")
+    if len(opts) % 2:
+        raise ValueError(f"extra options must be KEY VALUE pairs, got an odd number: {' '.join(opts)}")
+    scripts_dir = Path(scripts_dir or os.environ.get("SWEEP_SCRIPTS_DIR") or REPO / "scripts")
+    script = scripts_dir / method / "main.sh"
+    if not script.is_file():
+        raise ValueError(f"no script {script} (set --scripts-dir or SWEEP_SCRIPTS_DIR)")
+    output = os.path.abspath(output or os.environ.get("OUTPUT") or "./output")
+    data = data or os.environ.get("DATA")
+    data = os.path.abspath(data) if data else None
+    return [Job(method, ds, cfg, k, int(seed), tuple(opts), str(script), output, data)
+            for ds in datasets for cfg in cfgs for k in (shots or [None]) for seed in seeds]
+
+
+def run_job(job: Job) -> int:
+    """Run one job in the foreground (its output streams through); the exit status, or 1 if no finished run came
+    out of a zero exit."""
+    env = dict(os.environ)
+    env.update(job.env)
+    rc = subprocess.run(job.argv, cwd=REPO, env=env).returncode
+    if rc == 0 and not runs_mod.is_finished(job.seed_dir):
+        print(f"{job.describe()}: the script exited 0 but {job.seed_dir} holds no finished run "
+              f"({runs_mod.run_status(job.seed_dir).reason})", file=sys.stderr)
+        return 1
+    return rc
+
+
+def run_job_or_raise(job: Job) -> str:
+    """What a SLURM task runs: the job, raising on failure so that submitit reports it."""
+    rc = run_job(job)
+    if rc != 0:
+        raise RuntimeError(f"{job.describe()} failed with exit status {rc} (see {job.seed_dir}/log.txt*)")
+    return str(job.seed_dir)
+
+
+def split_finished(jobs: Sequence[Job]):
+    todo, done = [], []
+    for j in jobs:
+        (done if runs_mod.is_finished(j.seed_dir) else todo).append(j)
+    return todo, done
+
+
+def run_local(jobs: Sequence[Job], dry_run: bool = False, out=sys.stdout) -> Report:
+    report = Report()
+    todo, report.skipped = split_finished(jobs)
+    for j in report.skipped:
+        print(f"[skip] {j.describe()}: finished run in {j.seed_dir}", file=out)
+    for i, j in enumerate(todo, 1):
+        if dry_run:
+            print(f"[dry-run] {j.command_line()}", file=out)
+            continue
+        print(f"[{i}/{len(todo)}] {j.describe()}: {j.command_line()}", file=out, flush=True)
+        try:
+            rc = run_job(j)
+        except OSError as e:
+            rc, why = -1, str(e)
+        else:
+            why = f"exit status {rc}"
+        if rc == 0:
+            report.ran.append(j)
+        else:
+            report.failed.append((j, why))
+            print(f"[FAILED] {j.describe()}: {why}; continuing", file=out, flush=True)
+    return report
+
+
+def _submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise SystemExit("error: --slurm needs submitit: pip install submitit  (or: pip install -e .[slurm])")
+    return submitit
+
+
+def run_slurm(jobs: Sequence[Job], args, out=sys.stdout) -> Report:
+    """Submit the unfinished jobs as one job array through submitit; wait unless --no-wait."""
+    submitit = _submitit()
+    report = Report()
+    todo, report.skipped = split_finished(jobs)
+    for j in report.skipped:
+        print(f"[skip] {j.describe()}: finished run in {j.seed_dir}", file=out)
+    if not todo:
+        return report
+    if args.dry_run:
+        for j in todo:
+            print(f"[dry-run slurm] {j.command_line()}", file=out)
+        return report
+    executor = submitit.AutoExecutor(folder=args.slurm_log_dir, cluster=args.slurm_cluster)
+    params = dict(timeout_min=args.timeout, name=f"sweep-{args.method}", gpus_per_node=args.gpus,
+                  cpus_per_task=args.cpus, slurm_array_parallelism=args.array_parallelism)
+    if args.mem_gb:
+        params["mem_gb"] = args.mem_gb
+    if args.partition:
+        params["slurm_partition"] = args.partition
+    if args.slurm_extra:
+        params["slurm_additional_parameters"] = dict(kv.split("=", 1) for kv in args.slurm_extra)
+    executor.update_parameters(**params)
+    submitted = executor.map_array(run_job_or_raise, todo)
+    for j, s in zip(todo, submitted):
+        print(f"[submitted] {j.describe()}: job {s.job_id}", file=out, flush=True)
+    if args.no_wait:
+        print(f"submitted {len(submitted)} jobs; logs in {args.slurm_log_dir}; re-run the sweep to resubmit "
+              f"failures (finished seeds are skipped)", file=out)
+        return report
+    for j, s in zip(todo, submitted):
+        try:
+            s.result()
+            report.ran.append(j)
+        except Exception as e:  # submitit re-raises the task's error (or a failed-job error)
+            msg = str(e).strip().splitlines()
+            report.failed.append((j, f"job {s.job_id}: {msg[-1] if msg else type(e).__name__}"))
+    return report
+
+
+def print_report(report: Report, dry_run: bool, out=sys.stdout):
+    if dry_run:
+        return
+    print(f"\nsweep: {len(report.ran)} ran, {len(report.skipped)} skipped (finished), {len(report.failed)} failed",
+          file=out)
+    for j, why in report.failed:
+        print(f"  FAILED {j.describe()}: {why} -> {j.seed_dir}", file=out)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    opts: List[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, opts = argv[:i], argv[i + 1:]
+    p = argparse.ArgumentParser(prog="python -m tools.sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--method", required=True, choices=sorted(runs_mod.METHOD_TRAINERS))
+    p.add_argument("--datasets", required=True, type=_csv_list, help="comma-separated, e.g. cub,dtd")
+    p.add_argument("--cfgs", required=True, type=_csv_list, help="comma-separated backbone cfgs, e.g. vit_b16,rn50")
+    p.add_argument("--shots", type=lambda t: _csv_list(t, int), default=None, help="DAC only: e.g. 1,2,4,8,16")
+    p.add_argument("--seeds", type=lambda t: _csv_list(t, int), default=[1, 2, 3], help="default 1,2,3")
+    p.add_argument("--dry-run", action="store_true", help="print what would run; run nothing")
+    p.add_argument("--scripts-dir", default=None, help="folder with <method>/main.sh (default: env "
+                                                       "SWEEP_SCRIPTS_DIR, else the repository's scripts/)")
+    p.add_argument("--output", default=None, help="output tree (default: env OUTPUT, else ./output)")
+    p.add_argument("--data", default=None, help="dataset root (default: env DATA, else the scripts' default)")
+    g = p.add_argument_group("SLURM (through submitit)")
+    g.add_argument("--slurm", action="store_true", help="submit to SLURM instead of running here")
+    g.add_argument("--partition", default=None)
+    g.add_argument("--timeout", type=int, default=240, help="minutes per run (default 240)")
+    g.add_argument("--gpus", type=int, default=1, help="GPUs per run (default 1)")
+    g.add_argument("--cpus", type=int, default=8, help="CPUs per run (default 8)")
+    g.add_argument("--mem-gb", type=int, default=None)
+    g.add_argument("--array-parallelism", type=int, default=32, help="max runs at once (default 32)")
+    g.add_argument("--slurm-extra", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra sbatch options, e.g. account=abc qos=normal")
+    g.add_argument("--slurm-log-dir", default="slurm_logs/%j", help="submitit folder (default slurm_logs/%%j)")
+    g.add_argument("--slurm-cluster", default=None, choices=["slurm", "local", "debug"],
+                   help="submitit cluster (default: auto-detect; 'local'/'debug' run here, for testing)")
+    g.add_argument("--no-wait", action="store_true", help="submit and exit without waiting for the results")
+    args = p.parse_args(argv)
+    args.opts = opts
+    try:
+        jobs = plan(args.method, args.datasets, args.cfgs, args.seeds, args.shots, opts, args.scripts_dir,
+                    args.output, args.data)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    report = run_slurm(jobs, args) if args.slurm else run_local(jobs, args.dry_run)
+    print_report(report, args.dry_run)
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
