@@ -1,0 +1,200 @@
+"""tools.results / tools.leaderboard on output trees written here (fake CoOp logs, no Dassl): aggregation arithmetic,
+missing and unfinished seeds, re-run logs, every format, Δ and best marks, protocol grouping, bad baselines rows,
+the PNG."""
+import csv
+import io
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tools import leaderboard, results, runs
+
+
+def write_log(seed_dir: Path, acc=None, *, name="log.txt", finished=True, eval_only=False, val_acc=None):
+    """A CoOp-style log: optional validation result block, then (if finished) the final result block."""
+    seed_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["** Arguments **", f"eval_only: {eval_only}", "** Config **"]
+    if not eval_only:
+        lines += ["epoch [1/2] batch [1/1] loss 1.0"]
+        if val_acc is not None:
+            lines += ["=> result", "* total: 10", f"* accuracy: {val_acc}%"]
+        if finished:
+            lines += ["Finish training"]
+    if finished or eval_only:
+        lines += ["=> result", "* total: 100", "* correct: 50", f"* accuracy: {acc}%", "* error: 1%", "* macro_f1: 1%"]
+    (seed_dir / name).write_text("\n".join(lines) + "\n")
+
+
+def tree(root: Path):
+    """dtd: ZS 3 seeds, FAIR 2 finished + 1 unfinished, FAIR transductive 1 seed; eurosat: DAC 4 shots with a
+    re-run log; dtd ReCLIP seed 1 finished only in an older log, the newer log crashed."""
+    for s, a in [(1, 40.0), (2, 41.0), (3, 45.0)]:
+        write_log(root / f"dtd/ZeroshotCLIP/vit_b16/seed{s}", a, eval_only=True)
+    write_log(root / "dtd/FAIR/vit_b16/seed1", 50.5, val_acc=99.0)
+    write_log(root / "dtd/FAIR/vit_b16/seed2", 52.5)
+    write_log(root / "dtd/FAIR/vit_b16/seed3", val_acc=97.0, finished=False)  # a val result only: unfinished
+    write_log(root / "dtd/FAIR/vit_b16_transductive/seed1", 60.0)
+    write_log(root / "eurosat/DAC/vit_b16_4shots/seed1", 30.0)
+    write_log(root / "eurosat/DAC/vit_b16_4shots/seed1", 70.0, name="log.txt-2026-01-02-10-00-00")  # re-run
+    write_log(root / "eurosat/DAC/vit_b16_4shots/seed2", 72.0)
+    write_log(root / "dtd/ReCLIP/vit_b16/seed1", 55.0)
+    write_log(root / "dtd/ReCLIP/vit_b16/seed1", None, name="log.txt-2026-01-03-00-00-00", finished=False)
+    return root
+
+
+@pytest.fixture
+def out(tmp_path):
+    return tree(tmp_path / "output")
+
+
+def by_key(summaries):
+    return {s.key: s for s in summaries}
+
+
+def test_aggregation_arithmetic_is_mean_and_sample_std(out):
+    s = by_key(results.aggregate(runs.scan(out)))
+    zs = s[("dtd", "ZeroshotCLIP", "vit_b16", None)]
+    assert zs.n == 3 and zs.mean == pytest.approx(42.0)
+    assert zs.std == pytest.approx(statistics.stdev([40.0, 41.0, 45.0]))  # sample (ddof=1) ...
+    assert zs.std != pytest.approx(statistics.pstdev([40.0, 41.0, 45.0]))  # ... not population
+    fair = s[("dtd", "FAIR", "vit_b16", None)]
+    assert fair.accuracies == {1: 50.5, 2: 52.5}  # the validation result (99) is not the final one
+    assert fair.std == pytest.approx(math.sqrt(2.0))
+    one = s[("dtd", "FAIR", "vit_b16_transductive", None)]
+    assert one.n == 1 and one.std is None and one.missing == [2, 3]
+    assert results.format_mean_std(one.mean, one.std) == "60.00"
+
+
+def test_missing_and_unfinished_seeds_are_named_not_counted(out):
+    s = by_key(results.aggregate(runs.scan(out)))
+    fair = s[("dtd", "FAIR", "vit_b16", None)]
+    assert fair.missing == [3]
+    assert [seed for seed, _ in fair.unfinished] == [3] and "Finish training" in fair.unfinished[0][1]
+    # --seeds restricts what counts and what is expected
+    s12 = by_key(results.aggregate(runs.scan(out), seeds=[1, 2, 4]))
+    zs = s12[("dtd", "ZeroshotCLIP", "vit_b16", None)]
+    assert sorted(zs.accuracies) == [1, 2] and zs.missing == [4]
+
+
+def test_rerun_logs_newest_finished_log_wins(out):
+    s = by_key(results.aggregate(runs.scan(out)))
+    dac = s[("eurosat", "DAC", "vit_b16", 4)]
+    assert dac.accuracies == {1: 70.0, 2: 72.0}  # the re-run log (70), not the first log.txt (30)
+    # a newer crashed log does not hide the finished older one
+    assert s[("dtd", "ReCLIP", "vit_b16", None)].accuracies == {1: 55.0}
+
+
+def test_leaderboard_delta_best_and_protocol_grouping(out, tmp_path):
+    base = tmp_path / "pub.csv"
+    base.write_text("method,protocol,backbone,source,dtd,eurosat,average\n"
+                    "A,p1,ViT-B/16,Paper A Table 1,48.0,60.0,1.0\n"
+                    "B,p1,ViT-B/16,Paper A Table 1,47.0,,\n"
+                    "C,p2,ViT-B/16,Paper B Table 3,90.0,10.0,\n"
+                    "Z,p3,ViT-B/16,Paper C,,,\n")
+    board = leaderboard.build(results.aggregate(runs.scan(out)), leaderboard.load_baselines([base]))
+    assert board.datasets == ["dtd", "eurosat"]
+    names = [(r.method, r.protocol, r.backbone) for r in board.rows]
+    assert names[0] == ("ZeroshotCLIP", "ours", "vit_b16")  # our zero-shot row first
+    assert ("Z", "p3", "ViT-B/16") not in names  # no shared dataset -> not shown
+    rows = {(r.method, r.backbone, r.shots): (i, r) for i, r in enumerate(board.rows)}
+    i_fair, fair = rows[("FAIR", "vit_b16", None)]
+    assert fair.deltas["dtd"] == pytest.approx(51.5 - 42.0)
+    i_tr, tr = rows[("FAIR", "vit_b16_transductive", None)]
+    assert tr.deltas["dtd"] == pytest.approx(60.0 - 42.0)  # transductive compares with the same base cfg
+    assert "eurosat" not in rows[("DAC", "vit_b16", 4)][1].deltas  # no zero-shot run on eurosat
+    assert not rows[("A", "ViT-B/16", None)][1].deltas  # published rows: no Δ across protocols
+    # best per column within a protocol: C (90) is best overall but alone in p2 -> not marked; ours: transductive
+    i_a, _ = rows[("A", "ViT-B/16", None)]
+    i_c, _ = rows[("C", "ViT-B/16", None)]
+    assert board.best.get((i_a, "dtd")) and not board.best.get((i_c, "dtd"))
+    assert board.best.get((i_tr, "dtd")) and not board.best.get((i_fair, "dtd"))
+    # the paper's own average is not shown; Avg. is recomputed over the shown columns
+    assert leaderboard.average(rows[("A", "ViT-B/16", None)][1], board.datasets) == pytest.approx(54.0)
+
+
+def test_formats(out, tmp_path):
+    base = tmp_path / "pub.csv"
+    base.write_text("method,protocol,backbone,source,dtd\nA,p1,ViT-B/16,Paper A,48.0\nB,p1,ViT-B/16,Paper A,47.0\n")
+    board = leaderboard.build(results.aggregate(runs.scan(out)), leaderboard.load_baselines([base]))
+    md = leaderboard.render(board, "markdown", protocols={"p1": "protocol one"})
+    assert "| FAIR" in md and "51.50 ± 1.41 (Δ +9.50)" in md and "**48.00**" in md
+    assert "**60.00** (Δ +18.00)" in md and "`p1`: protocol one" in md
+    tex = leaderboard.render(board, "latex")
+    assert "\\begin{tabular}" in tex and "\\textbf{48.00}" in tex and "$\\pm$" in tex and "vit\\_b16" in tex
+    assert "($\\Delta$ +9.50)" in tex
+    rows = list(csv.DictReader(io.StringIO(leaderboard.render(board, "csv"))))
+    fair = next(r for r in rows if r["method"] == "FAIR" and r["backbone"] == "vit_b16")
+    assert (fair["dtd"], fair["dtd_std"], fair["dtd_n"], fair["dtd_delta"]) == ("51.50", "1.41", "2", "+9.50")
+    a = next(r for r in rows if r["method"] == "A")
+    assert a["dtd"] == "48.00" + leaderboard.CSV_BEST_MARKER and a["protocol"] == "p1" and a["source"] == "Paper A"
+    with pytest.raises(ValueError, match="unknown format"):
+        leaderboard.render(board, "html")
+
+
+def test_long_fewshot_layout_and_project_baselines_load():
+    rows = leaderboard.load_baselines()  # every file under baselines/tables
+    assert rows and all(r.source and r.protocol and r.backbone for r in rows)
+    tip = [r for r in rows if r.method == "Tip-Adapter-F" and r.shots == 16]
+    assert len(tip) == 1 and tip[0].values["dtd"] == pytest.approx(66.55)
+    zs = [r for r in rows if r.method == "Zero-shot CLIP" and r.protocol == "coop"]
+    assert len(zs) == 1 and len(zs[0].values) == 11
+    assert all("average" not in r.values for r in rows)
+
+
+@pytest.mark.parametrize("body,message", [
+    ("A,p,ViT,Src,12.0\nB,p,ViT,Src,abc\n", "line 3: column 'dtd': 'abc' is not a number"),
+    ("A,p,ViT,Src,12.0,13.0\n", "line 2: 6 cells, the header has 5"),
+    ("A,p,ViT,Src,120\n", "line 2: column 'dtd': 120.0 is outside"),
+    ("A,,ViT,Src,12\n", "line 2: column 'protocol' is empty"),
+    ("A,ours,ViT,Src,12\n", "line 2: protocol 'ours' is reserved"),
+])
+def test_bad_baselines_row_names_file_and_line(tmp_path, body, message):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("method,protocol,backbone,source,dtd\n" + body)
+    with pytest.raises(leaderboard.BaselineError) as e:
+        leaderboard.load_baseline_file(bad)
+    assert str(bad) in str(e.value) and message in str(e.value)
+
+
+def test_bad_header_is_named(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,protocol,backbone,source,dtd\nA,p,ViT,Src,1\n")
+    with pytest.raises(leaderboard.BaselineError, match=r"bad\.csv, line 1: the header must start with"):
+        leaderboard.load_baseline_file(bad)
+
+
+def test_plot_writes_a_png(out, tmp_path):
+    path = results.plot(results.aggregate(runs.scan(out)), tmp_path / "plots" / "acc.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "tools.results", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**__import__("os").environ, "PYTHONWARNINGS": "ignore"})
+
+
+def test_cli_markdown_lists_unfinished_and_writes_plot(out, tmp_path):
+    res = _cli("--output", str(out), "--plot", str(tmp_path / "p.png"), "--protocols", "dpa")
+    assert res.returncode == 0, res.stderr
+    assert "dtd/FAIR/vit_b16/seed3" in res.stdout and "Unfinished runs (not counted)" in res.stdout
+    assert "DPA (Ali et al., WACV 2025), Table 1" in res.stdout and "(Δ +9.50)" in res.stdout
+    assert "| lafter" not in res.stdout  # --protocols filters the published rows
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_csv_stdout_is_one_table_and_bad_baselines_exit_2(out, tmp_path):
+    res = _cli("--output", str(out), "--format", "csv", "--no-baselines")
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert {r["protocol"] for r in rows} == {"ours"} and "Unfinished" in res.stderr
+    bad = tmp_path / "bad.csv"
+    bad.write_text("method,protocol,backbone,source,dtd\nA,p,ViT,Src,x\n")
+    res = _cli("--output", str(out), "--baselines", str(bad))
+    assert res.returncode == 2 and f"{bad}, line 2" in res.stderr
+    res = _cli("--output", str(tmp_path / "nothing"))
+    assert res.returncode == 2 and "does not exist" in res.stderr
