@@ -32,6 +32,14 @@ check_configs() {  # <dataset> <TRAINER> <cfg>
     fi
 }
 
+opt_value() {  # opt_value KEY [KEY VALUE ...]: the value given to KEY in the trailing opts, or nothing
+    local key="$1"; shift
+    while [[ $# -ge 2 ]]; do
+        [[ "$1" == "$key" ]] && echo "$2"
+        shift 2
+    done
+}
+
 run_seeds() {
     local trainer="$1" dataset="$2" cfg="$3" run_name="$4"
     shift 4
