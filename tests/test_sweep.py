@@ -113,12 +113,35 @@ def test_run_folder_follows_the_adaptation_split(tmp_path):
         sweep.plan("fair", ["cub"], ["vit_b16"], [1], opts=["OPTIM.LR"], **kw)
 
 
-def test_real_scripts_write_where_the_sweep_looks():
-    """tools.runs.method_run_name mirrors the suffix rules of scripts/fair and scripts/reclip."""
-    fair = (REPO / "scripts/fair/main.sh").read_text()
-    reclip = (REPO / "scripts/reclip/main.sh").read_text()
-    assert '"DATASET.ADAPT_SPLIT" && "${opts[i+1]}" == "test"' in fair and '_transductive"' in fair
-    assert '"DATASET.ADAPT_SPLIT" && "${opts[i+1]}" == "train"' in reclip and '_inductive"' in reclip
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+# stands in for $PYTHON in scripts/common.sh: `-m tools.runs ...` runs for real, `train.py ...` writes a finished log
+if [[ "$1" == "-m" ]]; then exec "{python}" "$@"; fi
+while [[ $# -gt 0 && "$1" != "--output-dir" ]]; do shift; done
+mkdir -p "$2"
+printf 'Finish training\n=> result\n* accuracy: 50.0%%\n' > "$2/log.txt"
+"""
+
+
+@pytest.mark.parametrize("method,opts", [("fair", ()), ("fair", ("DATASET.ADAPT_SPLIT", "test")),
+                                         ("reclip", ()), ("reclip", ("DATASET.ADAPT_SPLIT", "train")),
+                                         ("zsclip", ())])
+def test_real_scripts_write_where_the_sweep_looks(tmp_path, method, opts):
+    """The seed folder the sweep checks (tools.runs.method_run_name) is the one the real script writes to."""
+    script = REPO / "scripts" / method / "main.sh"
+    dataset_cfgs = sorted((REPO / "configs" / "datasets").glob("*.yaml"))
+    if not script.is_file() or not dataset_cfgs:
+        pytest.skip(f"needs {script} and a configs/datasets/*.yaml")
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON.format(python=sys.executable))
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    job = sweep.plan(method, [dataset_cfgs[0].stem], ["vit_b16"], [1], opts=list(opts), output=out)[0]
+    env = dict(os.environ, OUTPUT=str(out), SEEDS="1", PYTHON=str(fake), PYTHONWARNINGS="ignore")
+    res = subprocess.run(job.argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    written = [p.parent for p in out.rglob("log.txt")]
+    assert written == [job.seed_dir]
+    assert runs.is_finished(job.seed_dir)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("submitit") is None, reason="submitit is not installed")
