@@ -1,0 +1,281 @@
+"""DAC (Gondal et al., WACV 2024) as a Dassl trainer: thin wiring of trainers/clip_adapt/dac (methods/DAC.md).
+
+Flow: CLIP is loaded and frozen; the class text embeddings W are computed once (cached). Before training, the
+few-shot train split is encoded TRAINER.DAC.AUG_PASSES times with the train transform (A augmentation passes) and
+val/test once with the test transform, each pass through the on-disk feature cache (trainers/clip_adapt/features.py),
+so a second run with the same cache never runs the encoder. An epoch is one shuffled pass over the A*N cached views in
+batches of TRAINER.DAC.BATCH_SIZE: the adapter g trains with the supervised contrastive loss, the text modulation W'
+with cross-entropy (DAC.md, parts 1, 2, 4). After the last epoch the cache model (keys = mean over passes of g(f))
+is built and alpha/beta are searched on val (never test; part 3); the chosen values are printed, written to
+`dac_search.json` and, with the cache model, to `dac_final.pt` in the output folder; then the last-epoch model is
+tested with Dassl's evaluator on the (cached) test features.
+
+Choices where the spec is silent (docs/DAC.md):
+- Few-shot train split: the dataset's own (DATASET.NUM_SHOTS, seeded and cached by the dataset); if a dataset hands
+  over more than K images of a class, K are drawn here with Dassl's sampler seeded by SEED.
+- The CE of DAC-T uses the frozen features f of the augmented views (as the final logits s f W'^T do); the two losses
+  are summed (they share no parameter) and one AdamW optimises both parts.
+- Evaluation of a model trained on another class set (the OOD protocol: ImageNet -> ImageNet-A/-R, 200 classes):
+  per-class parameters and the cache model's label columns are mapped by class name; W is rebuilt from the target
+  class names.
+"""
+import json
+import os.path as osp
+import random
+from collections import Counter
+
+import torch
+from dassl.data.data_manager import build_data_loader
+from dassl.engine import TRAINER_REGISTRY
+from torch.utils.data import DataLoader, Dataset
+
+from .base import CLIPAdaptTrainer
+from .clip_adapt import checkpoint as ckpt
+from .clip_adapt.dac import DACHead, cache_logits, cache_values, class_index_map, grid, remap_state_dict, \
+    search_alpha_beta
+from .clip_adapt.features import cached_features, feature_key
+from .clip_adapt.prompts import get_templates
+from .clip_adapt.text import class_embeddings
+
+SEARCH_JSON = "dac_search.json"
+FINAL_STATE = "dac_final.pt"
+
+
+class _ViewIndex(Dataset):
+    """Indices of the A*N cached views: the epoch loop never touches an image."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return {"index": i}
+
+
+@TRAINER_REGISTRY.register()
+class DAC(CLIPAdaptTrainer):
+    """Adapter (DAC-V) and text-embedding modulation (DAC-T) trained on cached features; alpha/beta from val."""
+
+    def check_cfg(self, cfg):
+        dc = cfg.TRAINER.DAC
+        if dc.AUG_PASSES < 1:
+            raise ValueError(f"TRAINER.DAC.AUG_PASSES must be >= 1, got {dc.AUG_PASSES}")
+        if dc.BATCH_SIZE < 2:
+            raise ValueError(f"TRAINER.DAC.BATCH_SIZE must be >= 2 (contrastive pairs), got {dc.BATCH_SIZE}")
+        grid(dc.SEARCH_ALPHA, "TRAINER.DAC.SEARCH_ALPHA")
+        grid(dc.SEARCH_BETA, "TRAINER.DAC.SEARCH_BETA")
+
+    # ---- data ---------------------------------------------------------------------------------------------
+    def build_data_loader(self):
+        super().build_data_loader()
+        cfg = self.cfg
+        k = cfg.DATASET.NUM_SHOTS
+        train = list(self.dm.dataset.train_x)
+        counts = Counter(d.label for d in train)
+        if k >= 1 and counts and max(counts.values()) > k:
+            state = random.getstate()
+            random.seed(cfg.SEED)
+            train = self.dm.dataset.generate_fewshot_dataset(train, num_shots=k)
+            random.setstate(state)
+            print(f"DAC: the dataset gave up to {max(counts.values())} train images per class; drew {k} per class "
+                  f"(seed {cfg.SEED})")
+        elif k < 1:
+            print("DAC: DATASET.NUM_SHOTS < 1: the whole train split is the labelled set")
+        self.fewshot = train
+        self.train_tfm = self.train_loader_x.dataset.transform
+        self.test_tfm = self.test_loader.dataset.transform
+        print(f"DAC: {len(train)} labelled train images ({k} shots), "
+              f"{len(self.dm.dataset.val or [])} val, {len(self.dm.dataset.test)} test")
+
+    def _loader(self, source, tfm):
+        return build_data_loader(self.cfg, sampler_type="SequentialSampler", data_source=source,
+                                 batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE, tfm=tfm, is_train=False)
+
+    def _encode_split(self, source, split, tfm, aug_pass=0, num_shots=-1, fewshot_seed=-1, seed=0):
+        key = feature_key(self.backbone_id, self.cfg.DATASET.NAME, split, [d.impath for d in source],
+                          [d.label for d in source], repr(tfm), aug_pass=aug_pass, num_shots=num_shots,
+                          fewshot_seed=fewshot_seed)
+        feats, labels = cached_features(self.feature_cache, key, self.clip_model, self._loader(source, tfm),
+                                        seed=seed, device=self.device, autocast=self.autocast,
+                                        desc=f"{split} features" + (f" (pass {aug_pass + 1})" if split == "train"
+                                                                    else ""))
+        return feats.to(self.device), labels.to(self.device)
+
+    def split_features(self, split):
+        """(features, labels) of val or test (test transform, one pass, cached)."""
+        if split not in self._features:
+            source = self.dm.dataset.val if split == "val" else self.dm.dataset.test
+            if not source:
+                raise ValueError(f"DAC searches alpha/beta on the val split, but dataset {self.cfg.DATASET.NAME} "
+                                 f"has no val split (it never falls back to test)")
+            self._features[split] = self._encode_split(source, split, self.test_tfm)
+        return self._features[split]
+
+    def train_views(self):
+        """A x N x D features of the few-shot set (A augmentation passes of the train transform, cached)."""
+        if self._views is None:
+            cfg = self.cfg
+            passes = [self._encode_split(self.fewshot, "train", self.train_tfm, aug_pass=a,
+                                         num_shots=cfg.DATASET.NUM_SHOTS, fewshot_seed=cfg.SEED,
+                                         seed=cfg.SEED * 1000 + a) for a in range(cfg.TRAINER.DAC.AUG_PASSES)]
+            self._views = torch.stack([p[0] for p in passes])
+            self._view_labels = passes[0][1]
+        return self._views, self._view_labels
+
+    # ---- model --------------------------------------------------------------------------------------------
+    def build_model(self):
+        dc = self.cfg.TRAINER.DAC
+        self.clip_model = self.build_clip()
+        self.clip_model.requires_grad_(False)
+        self.clip_model.eval()
+        templates = get_templates(self.dataset_short, dc.TEMPLATES)
+        text = class_embeddings(self.clip_model, self.classnames, templates, cache=self.feature_cache,
+                                backbone_id=self.backbone_id).to(self.device)
+        scale = self.clip_model.logit_scale.exp().float().item()
+        self.head = DACHead(text, scale, residual=dc.ADAPTER_RESIDUAL, text_mod=dc.TEXT_MOD, gamma=dc.TEXT_GAMMA,
+                            classnames=self.classnames).to(self.device)
+        self.register_trainable("dac", self.head)
+        n = sum(p.numel() for p in self.head.parameters() if p.requires_grad)
+        print(f"DAC: {n:,} trainable parameters (adapter {'residual' if dc.ADAPTER_RESIDUAL else 'linear'}, "
+              f"text modulation {dc.TEXT_MOD}); W from {len(templates)} templates; CLIP frozen")
+        self.alpha, self.beta, self.search = float(dc.INIT_ALPHA), float(dc.INIT_BETA), None
+        self._features, self._views, self._view_labels = {}, None, None
+        self._cache = None  # (keys, values, column map or None)
+        self._loaded_cache = None  # a cache model read from a model dir (eval-only)
+        self._eval_features = None
+
+    # ---- training on cached features ----------------------------------------------------------------------
+    def before_train(self):
+        views, labels = self.train_views()
+        a, n, d = views.shape
+        self._flat_views, self._flat_labels = views.reshape(a * n, d), labels.repeat(a)
+        self.train_loader_x = DataLoader(_ViewIndex(a * n), batch_size=self.cfg.TRAINER.DAC.BATCH_SIZE,
+                                         shuffle=True)
+        print(f"DAC: training on {a} x {n} cached views ({len(self.train_loader_x)} batches per epoch)")
+        super().before_train()
+
+    def forward_backward(self, batch):
+        """Contrastive loss on g(f) + CE on s f W'^T over a batch of cached views (DAC.md, parts 1, 2, 4)."""
+        index = batch["index"].to(self.device)
+        loss, parts = self.head.loss(self._flat_views[index], self._flat_labels[index],
+                                     self.cfg.TRAINER.DAC.CONTRAST_TEMP)
+        self.model_backward_and_update(loss, "dac")
+        self._cache = None
+        return {"loss": loss.item(), "loss_con": parts["loss_con"].item(), "loss_ce": parts["loss_ce"].item()}
+
+    # ---- cache model and the val search -------------------------------------------------------------------
+    @torch.no_grad()
+    def cache_model(self):
+        """(keys, values, column map): keys = mean over passes of g(f) (part 1), or the one read from a model dir."""
+        if self._cache is None:
+            if self._loaded_cache is not None:
+                src = self._loaded_cache["classnames"]
+                keys = self._loaded_cache["keys"].to(self.device)
+                values = cache_values(self._loaded_cache["labels"].to(self.device), len(src))
+                cols = None if list(src) == self.classnames else class_index_map(src, self.classnames).to(self.device)
+            else:
+                views, labels = self.train_views()
+                keys, values = self.head.build_cache(views, labels, len(self.classnames))
+                cols = None
+            self._cache = (keys, values, cols)
+        return self._cache
+
+    @torch.no_grad()
+    def logits_from_features(self, feats, alpha=None, beta=None):
+        """Final logits s f W'^T + alpha * image logits (DAC.md, part 3)."""
+        alpha = self.alpha if alpha is None else alpha
+        beta = self.beta if beta is None else beta
+        logits = self.head.text_logits(feats)
+        if alpha != 0:
+            keys, values, cols = self.cache_model()
+            image = cache_logits(self.head.adapter(feats), keys, values, beta)
+            logits = logits + alpha * (image if cols is None else image[:, cols])
+        return logits
+
+    @torch.no_grad()
+    def search_alpha_beta(self):
+        """Grid search of alpha and beta on the val split only (DAC.md, part 3); logs and saves the choice."""
+        dc = self.cfg.TRAINER.DAC
+        self.set_model_mode("eval")
+        feats, labels = self.split_features("val")
+        keys, values, cols = self.cache_model()
+        if cols is not None:
+            values = values[:, cols]
+        alphas, betas = grid(dc.SEARCH_ALPHA, "TRAINER.DAC.SEARCH_ALPHA"), grid(dc.SEARCH_BETA, "TRAINER.DAC.SEARCH_BETA")
+        res = search_alpha_beta(self.head.text_logits(feats), self.head.adapter(feats), keys, values, labels,
+                                alphas, betas)
+        self.alpha, self.beta, self.search = res.alpha, res.beta, res
+        print(f"DAC: alpha/beta searched on val ({labels.numel()} images, {len(alphas)} x {len(betas)} grid): "
+              f"alpha = {res.alpha:.4g}, beta = {res.beta:.4g} (val accuracy {res.val_accuracy:.2f}%)")
+        self.write_scalar("dac/alpha", res.alpha, self.epoch)
+        self.write_scalar("dac/beta", res.beta, self.epoch)
+        record = {"alpha": res.alpha, "beta": res.beta, "val_accuracy": res.val_accuracy, "val_images": labels.numel(),
+                  "search_alpha": list(dc.SEARCH_ALPHA), "search_beta": list(dc.SEARCH_BETA), "split": "val"}
+        with open(osp.join(self.output_dir, SEARCH_JSON), "w") as f:
+            json.dump(record, f, indent=2)
+        k, _, _ = self.cache_model()
+        ckpt.save({"alpha": res.alpha, "beta": res.beta, "keys": k.cpu(), "labels": self.train_views()[1].cpu(),
+                   "classnames": self.classnames}, osp.join(self.output_dir, FINAL_STATE))
+        return res
+
+    def after_train(self):
+        self.search_alpha_beta()
+        super().after_train()
+
+    def write_results(self, **extra):
+        super().write_results(alpha=self.alpha, beta=self.beta,
+                              val_accuracy=self.search.val_accuracy if self.search else None, **extra)
+
+    # ---- inference ----------------------------------------------------------------------------------------
+    def test(self, split=None):
+        """Dassl's test loop over cached features of the split (test transform; the encoder runs on a cache miss)."""
+        name = split or self.cfg.TEST.SPLIT
+        if name == "val" and self.val_loader is None:
+            name = "test"
+        self._eval_features = self.split_features(name)[0]
+        try:
+            return super().test(split)
+        finally:
+            self._eval_features = None
+
+    def parse_batch_test(self, batch):
+        label = batch["label"].to(self.device)
+        if self._eval_features is not None:
+            return self._eval_features[batch["index"].to(self.device)], label
+        return batch["img"].to(self.device), label
+
+    @torch.no_grad()
+    def model_inference(self, input):
+        """Logits of cached features (N x D) or of images (encoded by the frozen CLIP)."""
+        if input.dim() == 4:
+            with self.autocast():
+                input = self.clip_model.encode_image(input.to(dtype=self.clip_model.dtype)).float()
+            input = torch.nn.functional.normalize(input, dim=-1)
+        return self.logits_from_features(input.float())
+
+    # ---- checkpoints ---------------------------------------------------------------------------------------
+    def _load_model_state(self, name, state):
+        src = (state.get("_extra_state") or {}).get("classnames") if name == "dac" else None
+        if src is not None and list(src) != self.classnames:
+            print(f"DAC: the model was trained on {len(src)} classes; mapping them by name to this dataset's "
+                  f"{len(self.classnames)}")
+            state = remap_state_dict(state, src, self.classnames)
+        super()._load_model_state(name, state)
+
+    def load_model(self, directory, epoch=None):
+        super().load_model(directory, epoch)
+        final = osp.join(directory, FINAL_STATE) if directory else ""
+        if final and osp.exists(final):
+            self._loaded_cache = ckpt.load(final)
+            self.alpha, self.beta = float(self._loaded_cache["alpha"]), float(self._loaded_cache["beta"])
+            self._cache = None
+            print(f"DAC: loaded the cache model and alpha = {self.alpha:.4g}, beta = {self.beta:.4g} from {final}")
+
+    def extra_state(self):
+        return {"alpha": self.alpha, "beta": self.beta}
+
+    def load_extra_state(self, state):
+        if "alpha" in state:
+            self.alpha, self.beta = float(state["alpha"]), float(state["beta"])
