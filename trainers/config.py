@@ -75,12 +75,13 @@ def extend_cfg(cfg):
     cfg.TRAINER.DAC.TEMPLATES = "ensemble"  # prompts of the precomputed class text embeddings W
     cfg.TRAINER.DAC.AUG_PASSES = 10  # A augmentation passes of the few-shot set
     cfg.TRAINER.DAC.ADAPTER_RESIDUAL = False  # g(f) = norm(f + s * Lf) instead of norm(Lf)
-    cfg.TRAINER.DAC.CONTRAST_TEMP = 0.07
+    cfg.TRAINER.DAC.CONTRAST_TEMP = 0.07  # temperature of the supervised intra-modal contrastive loss
     cfg.TRAINER.DAC.TEXT_MOD = "residual"  # residual (W + gamma*dW) | scale_shift (W*(1+a) + b)
-    cfg.TRAINER.DAC.TEXT_GAMMA = 1.0
-    cfg.TRAINER.DAC.INIT_ALPHA = 1.0
+    cfg.TRAINER.DAC.TEXT_GAMMA = 1.0  # gamma of the residual text modulation
+    cfg.TRAINER.DAC.INIT_ALPHA = 1.0  # alpha/beta used before the val search has run (e.g. a test mid-training)
     cfg.TRAINER.DAC.INIT_BETA = 1.0
     cfg.TRAINER.DAC.SEARCH_ALPHA = (0.0, 10.0, 21)  # (low, high, steps) of the val grid search
     cfg.TRAINER.DAC.SEARCH_BETA = (0.1, 10.0, 21)
-    cfg.TRAINER.DAC.BATCH_SIZE = 256
+    cfg.TRAINER.DAC.VAL_SHOTS = 4  # val for the search: min(K, VAL_SHOTS) images per class (-1: the whole val split)
+    cfg.TRAINER.DAC.BATCH_SIZE = 256  # cached views per step (DATALOADER.TRAIN_X.BATCH_SIZE is not used by DAC)
     return cfg
