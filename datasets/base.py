@@ -1,0 +1,32 @@
+"""The one Dassl dataset class: every dataset file in this package is a registered subclass naming its short name.
+
+It reads cfg.DATASET.ROOT, NUM_SHOTS (few-shot train, and val with min(K, 4) per class, seeded by cfg.SEED and cached
+as JSON), SUBSAMPLE_CLASSES (CoOp's base/new), VAL_FRACTION and SPLIT_SEED (val carved from train when a dataset has
+none) and DOWNLOAD, and hands them to the framework-free loader (trainers/clip_adapt/data/loader.py).
+Test-only datasets (the ImageNet variants) have no train split: like CoOp, train_x and val are their test split.
+"""
+from dassl.data.datasets import Datum, DatasetBase
+
+from trainers.clip_adapt.data.loader import load_dataset
+
+
+class CLIPAdaptDataset(DatasetBase):
+    short_name = ""  # set by each dataset file: the key of trainers.clip_adapt.data.catalog
+
+    def __init__(self, cfg):
+        d = cfg.DATASET
+        data = load_dataset(self.short_name, d.ROOT, num_shots=d.NUM_SHOTS, seed=cfg.SEED,
+                            subsample=d.SUBSAMPLE_CLASSES, val_fraction=d.VAL_FRACTION, split_seed=d.SPLIT_SEED,
+                            download=d.DOWNLOAD)
+        self.dataset_dir = str(data.split_file.parent)
+        train, val, test = (self._datums(items) for items in (data.train, data.val, data.test))
+        if not train:  # test-only dataset
+            train, val = test, test
+        super().__init__(train_x=train, val=val, test=test)
+        self._classnames = list(data.classnames)
+        self._lab2cname = dict(enumerate(data.classnames))
+        self._num_classes = len(data.classnames)
+
+    @staticmethod
+    def _datums(items):
+        return [Datum(impath=path, label=label, classname=cname) for path, label, cname in items]

@@ -1,0 +1,8 @@
+from dassl.data.datasets import DATASET_REGISTRY
+
+from .base import CLIPAdaptDataset
+
+
+@DATASET_REGISTRY.register()
+class CIFAR10CLIP(CLIPAdaptDataset):
+    short_name = "cifar10"
