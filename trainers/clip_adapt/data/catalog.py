@@ -57,7 +57,7 @@ class DatasetInfo:
 
     def hint(self):
         """The 'how to obtain it' line of errors and of the check command."""
-        parts = [self.obtain, f"official page: {self.url}"]
+        parts = [self.obtain, f"official source: {self.url}"]
         if self.split_gdown:
             parts.append(f"split file {self.split_file}: `gdown {self.split_gdown}` ({GDRIVE.format(self.split_gdown)})")
         if self.downloads:
