@@ -459,6 +459,7 @@ def read_stanford_dogs(dataset_dir):
 # ----------------------------------------------------------------------------------------------------- RESISC45
 RESISC45_TRAIN_FRACTION = 0.2
 RESISC45_SEED = 0
+RESISC45_NOT_CLASSES = "split_"  # prefix of the split layer's files/folders in the dataset folder
 
 
 def resisc45_split_class(classname, files):
@@ -482,12 +483,13 @@ def read_resisc45(dataset_dir):
     chosen by :func:`resisc45_split_class` (seeded permutation of the sorted files). 20% training images per class is
     one of the two protocols of the dataset paper (Cheng et al. 2017: 10% and 20% training ratios, the rest test),
     and its 80% test (25,200 images) is the test set size CLIP reports for RESISC45. Val is carved from train by the
-    shared split layer."""
+    shared split layer. Top-level names starting with '.' or 'split_' are not classes: the latter are the split
+    layer's own outputs (split_*.json files, split_fewshot*/ caches) written into the dataset folder."""
     name = "resisc45"
     root = _dir(name, dataset_dir, "dataset folder")
     class_dirs, stray = [], []
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.name.startswith("."):
+        if entry.name.startswith((".", RESISC45_NOT_CLASSES)):
             continue
         if entry.is_dir():
             class_dirs.append(entry.name)
