@@ -369,3 +369,46 @@ def test_birdsnap_allow_missing_reports_instead_of_dropping_silently(fixtures, f
     assert len(split.train) == len(full.train) - 1 and len(split.test) == len(full.test) - 1
     assert not {r for r, _, _ in split.train + split.test} & set(gone)
     assert split.classnames == full.classnames
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores folder permissions")
+def test_cifar_export_into_read_only_folder_is_a_dataset_error(fresh):
+    d = fresh("cifar10")
+    d.chmod(0o555)
+    try:
+        with pytest.raises(DatasetError, match="cannot write the PNG export") as e:
+            read_cifar10(d)
+        assert e.value.path == d / "images"
+    finally:
+        d.chmod(0o755)
+
+
+def test_cifar_export_is_readable_by_others(fresh):
+    d = fresh("cifar100")
+    old = os.umask(0o022)
+    try:
+        read_cifar100(d)
+    finally:
+        os.umask(old)
+    assert (d / "images").stat().st_mode & 0o055 == 0o055
+
+
+def test_cifar_failed_export_leaves_nothing_usable(fresh, monkeypatch):
+    from trainers.clip_adapt.data import official
+
+    d = fresh("cifar10")
+    calls = []
+
+    def disk_full(arrays, folder, desc):
+        calls.append(folder)
+        folder.mkdir(parents=True)
+        (folder / "00000.png").write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(official, "_write_pngs", disk_full)
+    with pytest.raises(DatasetError, match="cannot write the PNG export .*No space left") as e:
+        read_cifar10(d)
+    assert e.value.path == d / "images" and calls
+    assert not (d / "images").exists() and not [p for p in d.iterdir() if p.name.startswith(".images-")]
+    monkeypatch.undo()
+    assert len(read_cifar10(d).train) == N_CLASSES * N_TRAIN

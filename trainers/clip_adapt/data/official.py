@@ -16,7 +16,6 @@ import os
 import pickle
 import re
 import shutil
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -605,6 +604,18 @@ def _write_pngs(arrays, folder, desc):
             bar.update(1)
 
 
+def _new_dir(root, tag):
+    """A fresh uniquely named hidden folder in root (created with the umask's permissions, unlike mkdtemp's 0700,
+    so an export shared on a cluster stays readable by others)."""
+    while True:
+        path = root / f".{CIFAR_EXPORT_DIR}-{tag}-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
 def export_cifar_pngs(name, dataset_dir, arrays, digest):
     """Write the arrays once to $DATA/<folder>/images/{split}/<NNNNN>.png, atomically: into a temporary folder that
     is renamed into place after its manifest is written. A complete export is reused untouched; a partial one
@@ -614,14 +625,15 @@ def export_cifar_pngs(name, dataset_dir, arrays, digest):
     counts = {split: int(len(a)) for split, a in arrays.items()}
     if _export_complete(export, counts, digest):
         return export
-    tmp = Path(tempfile.mkdtemp(prefix=f".{CIFAR_EXPORT_DIR}-tmp-", dir=root))
+    tmp = None
     try:
+        tmp = _new_dir(root, "tmp")
         for split, a in arrays.items():
             _write_pngs(a, tmp / split, f"{name}: exporting {split} PNGs")
         (tmp / CIFAR_MANIFEST).write_text(json.dumps({"counts": counts, "labels_sha": digest}))
         stale = None
-        if export.exists():  # partial or outdated: move it aside, then swap in the new export
-            stale = Path(tempfile.mkdtemp(prefix=f".{CIFAR_EXPORT_DIR}-stale-", dir=root))
+        if export.exists() or export.is_symlink():  # partial or outdated: move it aside, swap in the new export
+            stale = _new_dir(root, "stale")
             os.replace(export, stale / "old")
         try:
             os.replace(tmp, export)
@@ -630,8 +642,12 @@ def export_cifar_pngs(name, dataset_dir, arrays, digest):
                 raise
         if stale is not None:
             shutil.rmtree(stale, ignore_errors=True)
+    except OSError as e:
+        raise _err(name, f"cannot write the PNG export of {name} under {root} ({type(e).__name__}: {e}); the "
+                         "images are exported once, so run once with write access to this folder", export) from e
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return export
 
 
