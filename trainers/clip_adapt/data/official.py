@@ -157,10 +157,6 @@ def _id_table(name, path, expect, parse=str):
     return table
 
 
-def _int(value):
-    return int(value)
-
-
 def _flag01(value):
     if value not in ("0", "1"):
         raise ValueError("expected 0 or 1")
@@ -229,7 +225,7 @@ def _read_cub_style(name, dataset_dir, classname_of, drop_empty_classes):
     for f in files.values():
         _file(name, f)
     images = _id_table(name, files["images"], "<image_id> <image_path>")
-    labels = _id_table(name, files["image_class_labels"], "<image_id> <class_id>", _int)
+    labels = _id_table(name, files["image_class_labels"], "<image_id> <class_id>", int)
     is_train = _id_table(name, files["train_test_split"], "<image_id> <is_training_image 0|1>", _flag01)
     classes = {}
     for key, (value, lineno) in _id_table(name, files["classes"], "<class_id> <class_name>").items():
