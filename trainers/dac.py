@@ -291,17 +291,16 @@ class DAC(CLIPAdaptTrainer):
 
     def load_model(self, directory, epoch=None):
         """The registered head (Dassl's checkpoint) and the cache model with the searched alpha/beta."""
-        super().load_model(directory, epoch)
         final = osp.join(directory, FINAL_STATE) if directory else ""
-        if final and osp.exists(final):
-            self._loaded_cache = ckpt.load(final)
-            final_epoch = int(self._loaded_cache.get("epoch", -1))
-            if epoch is not None and final_epoch > 0 and int(epoch) != final_epoch:
-                raise ValueError(f"{final} holds the cache model of epoch {final_epoch}; --load-epoch {epoch} "
-                                 f"would pair it with another epoch's adapter")
-            self.alpha, self.beta = float(self._loaded_cache["alpha"]), float(self._loaded_cache["beta"])
-            self._cache = None
-            print(f"DAC: loaded the cache model ({len(self._loaded_cache['labels'])} images) and the val-searched "
+        loaded = ckpt.load(final) if final and osp.exists(final) else None
+        if loaded is not None and epoch is not None and int(epoch) != int(loaded.get("epoch", epoch)):
+            raise ValueError(f"{final} holds the cache model of epoch {loaded['epoch']}; --load-epoch {epoch} "
+                             f"would pair it with another epoch's adapter")
+        super().load_model(directory, epoch)
+        if loaded is not None:
+            self._loaded_cache, self._cache = loaded, None
+            self.alpha, self.beta = float(loaded["alpha"]), float(loaded["beta"])
+            print(f"DAC: loaded the cache model ({len(loaded['labels'])} images) and the val-searched "
                   f"alpha = {self.alpha:.4g}, beta = {self.beta:.4g} from {final}")
         elif directory:
             print(f"DAC: no {FINAL_STATE} in {directory}: the cache model is built from this dataset's few-shot "

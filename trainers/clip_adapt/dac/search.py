@@ -18,7 +18,7 @@ def grid(spec, name="grid"):
     steps = int(steps)
     if steps < 1 or high < low:
         raise ValueError(f"{name} must have steps >= 1 and high >= low, got {spec!r}")
-    return torch.linspace(float(low), float(high), steps)
+    return torch.linspace(float(low), float(high), steps, dtype=torch.float64)  # exact grid values in logs
 
 
 @dataclass(frozen=True)
