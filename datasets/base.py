@@ -5,8 +5,10 @@ as JSON), SUBSAMPLE_CLASSES (CoOp's base/new), VAL_FRACTION and SPLIT_SEED (val 
 none) and DOWNLOAD, and hands them to the framework-free loader (trainers/clip_adapt/data/loader.py).
 Test-only datasets (the ImageNet variants) have no train split: like CoOp, train_x and val are their test split.
 """
+from dassl.data.data_manager import DatasetWrapper
 from dassl.data.datasets import Datum, DatasetBase
 
+from trainers.clip_adapt.data.errors import DatasetError
 from trainers.clip_adapt.data.loader import load_dataset
 
 
@@ -30,3 +32,15 @@ class CLIPAdaptDataset(DatasetBase):
     @staticmethod
     def _datums(items):
         return [Datum(impath=path, label=label, classname=cname) for path, label, cname in items]
+
+
+class CheckedDatasetWrapper(DatasetWrapper):
+    """Dassl's DatasetWrapper whose failures to read an image (corrupt or truncated file, vanished file) are a
+    DatasetError naming the image's path. Pass it as `dataset_wrapper=` to Dassl's DataManager/build_data_loader."""
+
+    def __getitem__(self, idx):
+        try:
+            return super().__getitem__(idx)
+        except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for unreadable files
+            path = self.data_source[idx].impath
+            raise DatasetError(f"unreadable image {path}: {type(e).__name__}: {e}", path) from e

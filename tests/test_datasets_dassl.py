@@ -1,6 +1,7 @@
 """Every dataset through Dassl's registry and DataManager, from fixtures in each dataset's real layout."""
 import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,22 @@ def test_missing_dataset_error_through_dassl_names_path(tmp_path):
 
     with pytest.raises(DatasetError, match=str(tmp_path / "caltech-101")):
         _build(_cfg(tmp_path, "caltech101"))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_unreadable_image_in_a_loader_names_its_path(damage, tmp_path):
+    from dassl.data.data_manager import build_data_loader
+
+    from datasets.base import CheckedDatasetWrapper
+    from trainers.clip_adapt.data.errors import DatasetError
+
+    build_fixture_dataset(tmp_path, "dtd")
+    cfg = _cfg(tmp_path, "dtd")
+    ds = _build(cfg)
+    bad = Path(ds.test[0].impath)
+    data = bad.read_bytes()
+    bad.write_bytes(b"not an image" if damage == "garbage" else data[: len(data) // 2])
+    loader = build_data_loader(cfg, sampler_type="SequentialSampler", data_source=ds.test, batch_size=2,
+                               is_train=False, dataset_wrapper=CheckedDatasetWrapper)
+    with pytest.raises(DatasetError, match=re.escape(str(bad))):
+        next(iter(loader))
