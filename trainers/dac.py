@@ -246,7 +246,8 @@ class DAC(CLIPAdaptTrainer):
         with open(osp.join(self.output_dir, SEARCH_JSON), "w") as f:
             json.dump(record, f, indent=2)
         ckpt.save({"alpha": res.alpha, "beta": res.beta, "keys": keys.cpu(), "labels": self.train_views()[1].cpu(),
-                   "classnames": self.classnames, "epoch": self.epoch + 1}, osp.join(self.output_dir, FINAL_STATE))
+                   "classnames": self.classnames, "epoch": self.epoch + 1, "num_shots": self.cfg.DATASET.NUM_SHOTS},
+                  osp.join(self.output_dir, FINAL_STATE))
         return res
 
     def after_train(self):
@@ -254,7 +255,8 @@ class DAC(CLIPAdaptTrainer):
         super().after_train()
 
     def write_results(self, **extra):
-        super().write_results(alpha=self.alpha, beta=self.beta, num_shots=self.cfg.DATASET.NUM_SHOTS,
+        shots = self._loaded_cache.get("num_shots") if self._loaded_cache else self.cfg.DATASET.NUM_SHOTS
+        super().write_results(alpha=self.alpha, beta=self.beta, num_shots=shots,
                               val_accuracy=self.search.val_accuracy if self.search else None, **extra)
 
     # ---- inference on cached features ---------------------------------------------------------------------

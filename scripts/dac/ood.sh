@@ -3,7 +3,8 @@
 #   1. trains DAC on ImageNet with <shots> images per class (scripts/dac/main.sh; alpha/beta searched on ImageNet's
 #      val split) -> $OUTPUT/imagenet/DAC/<cfg>_<shots>shots/seed<S>/
 #   2. evaluates each seed's trained model, unchanged, on every target dataset (train.py --eval-only --model-dir
-#      <the folder of 1.>; classes mapped by name, e.g. ImageNet-A/-R's 200 of the 1000)
+#      <the folder of 1.>: the adapter, the text modulation, the cache model and alpha/beta of that run; classes
+#      mapped by name, e.g. ImageNet-A/-R's 200 of the 1000)
 #      -> $OUTPUT/<target>/DAC/<cfg>_from_imagenet_<shots>shots/seed<S>/
 # Environment (besides DATA, OUTPUT, SEEDS, PYTHON of scripts/common.sh): OOD_SOURCE (default imagenet),
 # OOD_TARGETS (default "imagenet_v2 imagenet_sketch imagenet_a imagenet_r"). Finished runs (training or evaluation)
@@ -30,7 +31,7 @@ for seed in $SEEDS; do
     fi
     for target in $targets; do
         if ! SEEDS="$seed" run_seeds DAC "$target" "$cfg" "${cfg}_from_${source_ds}_${shots}shots" \
-                --eval-only --model-dir "$model_dir" -- DATASET.NUM_SHOTS "$shots" "$@"; then
+                --eval-only --model-dir "$model_dir" -- "$@"; then
             failed=1
         fi
     done
