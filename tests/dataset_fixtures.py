@@ -47,7 +47,7 @@ def write_image(path, label, index, size=32):
 
 def _coop_relpath(name, cname, label, split, i):
     slug = cname.replace(" ", "_")
-    return {
+    layouts = {
         "caltech101": f"{slug}/image_{split}{i:04d}.jpg",
         "oxford_pets": f"{slug}_{split}{i}.jpg",
         "stanford_cars": f"cars_{'test' if split == 'test' else 'train'}/{label:02d}{split}{i:03d}.jpg",
@@ -57,7 +57,8 @@ def _coop_relpath(name, cname, label, split, i):
         "dtd": f"{slug}/{slug}_{split}{i:04d}.jpg",
         "eurosat": f"{slug}/{slug}_{split}{i}.jpg",
         "ucf101": f"{slug}/v_{slug}_g{i:02d}_c01_{split}.jpg",
-    }[name]
+    }
+    return layouts.get(name, f"{slug}/{split}{i}.jpg")  # any other dataset in CoOp's split format
 
 
 def _build_coop(root, name, n_classes, counts, size):

@@ -22,6 +22,9 @@ from trainers.clip_adapt.prompts import DATASET_CLASSES
 
 HAVE_OFFICIAL = catalog.official_module() is not None
 OFFICIAL_REASON = "trainers/clip_adapt/data/official.py (official-archive readers) is absent"
+ISSUE_DATASETS = ("cub", "birdsnap", "stanford_dogs", "nabirds", "caltech101", "oxford_pets", "stanford_cars",
+                  "oxford_flowers", "food101", "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101", "resisc45",
+                  "imagenet", "imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r", "cifar10", "cifar100")
 
 
 def _names_param():
@@ -269,7 +272,7 @@ def test_non_contiguous_labels_are_an_error(tmp_path):
 
 # ---- catalog, configs -----------------------------------------------------------------------------------------
 def test_catalog_covers_every_dataset_and_configs_name_its_registry_class():
-    assert set(catalog.NAMES) == set(DATASET_CLASSES) and len(catalog.NAMES) == 22
+    assert set(catalog.NAMES) == set(DATASET_CLASSES) and set(ISSUE_DATASETS) <= set(catalog.NAMES)
     configs = {p.stem for p in (REPO / "configs" / "datasets").glob("*.yaml")}
     assert configs == set(DATASET_CLASSES)
     for short, reg in DATASET_CLASSES.items():
@@ -280,7 +283,7 @@ def test_catalog_covers_every_dataset_and_configs_name_its_registry_class():
             continue
         info = catalog.get(short)
         assert info.url.startswith("http") and info.counts.get("test") and info.counts.get("classes")
-        if info.coop_split:
+        if info.coop_split and short in ISSUE_DATASETS:  # CoOp's own split files
             assert info.split_file.startswith("split_zhou_") and re.fullmatch(r"[\w-]{33}", info.split_gdown)
 
 
