@@ -345,3 +345,28 @@ def test_only_verified_archives_are_downloadable():
             continue
         for dl in catalog.get(name).downloads:
             assert dl.url.startswith("https://") and re.fullmatch(r"[0-9a-f]{32}", dl.md5)
+
+
+def test_download_extracts_a_verified_archive_then_loads(tmp_path, monkeypatch):
+    import tarfile
+
+    build_fixture_dataset(tmp_path / "staging", "dtd")
+    archive = tmp_path / "dtd.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "staging" / "dtd", arcname="dtd")
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    info = dataclasses.replace(catalog.get("dtd"), downloads=(catalog.Download(archive.as_uri(), md5, "dtd.tar.gz"),))
+    monkeypatch.setitem(catalog._CATALOG, "dtd", info)
+    root = tmp_path / "data"
+    with pytest.raises(DatasetError):  # DATASET.DOWNLOAD False: nothing is fetched
+        load_dataset("dtd", root)
+    d = load_dataset("dtd", root, download=True)
+    assert len(d.test) == 9 and (root / "downloads" / "dtd.tar.gz").is_file()
+
+
+@pytest.mark.skipif(not HAVE_OFFICIAL, reason=OFFICIAL_REASON)
+def test_check_reports_missing_official_metadata(tmp_path, capsys):
+    build_fixture_dataset(tmp_path, "cub")
+    (tmp_path / "CUB_200_2011" / "images.txt").unlink()
+    rc, out = _check(capsys, "--root", str(tmp_path), "cub")
+    assert rc == 1 and str(tmp_path / "CUB_200_2011" / "images.txt") in out and "CUB_200_2011.tgz" in out
