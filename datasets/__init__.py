@@ -10,3 +10,5 @@ from . import (  # noqa: F401  (each module registers its class)
     eurosat, ucf101, resisc45, imagenet, imagenet_v2, imagenet_sketch,
     imagenet_a, imagenet_r, cifar10, cifar100,
 )
+from . import fashion_mnist_shift  # noqa: F401,E402  bench/world's target domain (ISSUE 8)
+

@@ -143,6 +143,13 @@ _ENTRIES = [
                        "$DATA/imagenet/classnames.txt to $DATA/imagenet-rendition/",
                 image_dir="imagenet-r", metadata=("classnames.txt",),
                 counts={"train": 0, "val": 0, "test": 30000, "classes": 200}, test_only=True),
+    # the small world of bench/world (ISSUE 8): written by `python -m bench.world.build`, CoOp's split format
+    DatasetInfo(short="fashion_mnist_shift", folder="fashion_mnist_shift", reader=COOP_SPLIT,
+                url="https://github.com/zalandoresearch/fashion-mnist",
+                obtain="apt-get install dataset-fashion-mnist, then `python -m bench.world.build --root $DATA` "
+                       "(see bench/world/README.md)",
+                image_dir="images", split_file="split_fashion_mnist_shift.json",
+                counts={"train": 4000, "val": 500, "test": 2000, "classes": 10}),
 ]
 
 # The official-archive datasets: folders, counts, URLs, checksums and how-to-obtain lines live in official.py

@@ -1,0 +1,156 @@
+"""Build the world (ISSUE 8, items 1-2): the small CLIP, and the shifted target domain as a CoOp-layout dataset.
+
+    python -m bench.world.build [--root data/world] [--force]
+
+Writes under ROOT:
+    clip_fashion_mnist.pt                          the CLIP (MODEL.BACKBONE.NAME <this path>)
+    fashion_mnist_shift/images/{train,val,test}/<class>/<i>.png
+    fashion_mnist_shift/split_fashion_mnist_shift.json   {"train"|"val"|"test": [[relpath, label, classname], ...]}
+    world.json                                     what was built and how (parameters, sizes, checksums, accuracies)
+
+Target domain (dataset `fashion_mnist_shift`): Fashion-MNIST images padded to 32 px, blurred (sigma 1.5) and with
+Gaussian noise (sigma 0.1) added (bench/world/shift.py), written as 8-bit grey PNGs. Splits, class-balanced and
+drawn with a fixed seed:
+    train  TRAIN_PER_CLASS x 10 from the HOLDOUT images of the official train split (never seen by the CLIP)
+    val    VAL_PER_CLASS x 10 from the same holdout, disjoint from train
+    test   TEST_PER_CLASS x 10 from the official test split
+Everything is deterministic: the same parameters rebuild the same files. An existing world whose world.json records
+the same parameters is reused; different parameters (or --force) rebuild it.
+"""
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from trainers.clip_adapt.data.splits import write_split
+
+from . import fashion_mnist, shift, train_clip
+
+DATASET_DIR = "fashion_mnist_shift"
+SPLIT_FILE = "split_fashion_mnist_shift.json"
+CHECKPOINT = "clip_fashion_mnist.pt"
+PARAMS = {
+    "clip": {"steps": 880, "batch_size": 128, "lr": 1e-3, "seed": 0, "holdout": train_clip.HOLDOUT,
+             "arch": train_clip.ARCH},
+    "shift": {"blur_sigma": shift.BLUR_SIGMA, "noise_sigma": shift.NOISE_SIGMA, "seed": 0},
+    "splits": {"train_per_class": 400, "val_per_class": 50, "test_per_class": 200, "seed": 0},
+}
+
+
+def folder_name(classname):
+    return classname.replace(" ", "_")
+
+
+def _balanced(labels, per_class, rng, exclude=()):
+    """`per_class` indices of each class drawn without replacement (sorted), skipping `exclude`."""
+    excluded = set(int(i) for i in exclude)
+    picks = []
+    for c in range(len(fashion_mnist.CLASSNAMES)):
+        pool = np.array([i for i in np.flatnonzero(labels == c) if i not in excluded])
+        if len(pool) < per_class:
+            raise ValueError(f"class {fashion_mnist.CLASSNAMES[c]!r} has {len(pool)} images, {per_class} requested")
+        picks.append(rng.choice(pool, size=per_class, replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+def split_indices(params=PARAMS):
+    """{"train"|"val"|"test": (source split, indices)} — the same for the same parameters."""
+    sp = params["splits"]
+    rng = np.random.default_rng(sp["seed"])
+    _, train_labels = fashion_mnist.load("train")
+    holdout = np.arange(len(train_labels) - params["clip"]["holdout"], len(train_labels))
+    hl = train_labels[holdout]
+    tr = _balanced(hl, sp["train_per_class"], rng)
+    va = _balanced(hl, sp["val_per_class"], rng, exclude=tr)
+    _, test_labels = fashion_mnist.load("test")
+    te = _balanced(test_labels, sp["test_per_class"], rng)
+    return {"train": ("train", holdout[tr]), "val": ("train", holdout[va]), "test": ("test", te)}
+
+
+def write_target_domain(root, params=PARAMS):
+    """Write the shifted PNGs and the CoOp split JSON; returns {split: count}."""
+    from PIL import Image
+
+    base = Path(root) / DATASET_DIR
+    split = {}
+    sources = {s: fashion_mnist.load(s) for s in ("train", "test")}
+    for k, (name, (source, idx)) in enumerate(split_indices(params).items()):
+        images, labels = sources[source]
+        canvas = shift.to_canvas(images[idx])
+        shifted = shift.apply_shift(canvas, seed=params["shift"]["seed"] * 100 + k,
+                                    blur_sigma=params["shift"]["blur_sigma"],
+                                    noise_sigma=params["shift"]["noise_sigma"])
+        items = []
+        for i, (img, label) in enumerate(zip(shifted, labels[idx])):
+            cname = fashion_mnist.CLASSNAMES[int(label)]
+            rel = f"{name}/{folder_name(cname)}/{i:05d}.png"
+            path = base / "images" / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img, mode="L").save(path)
+            items.append([rel, int(label), cname])
+        split[name] = items
+    write_split(base / SPLIT_FILE, split)  # the dataset layer's writer: CoOp's format, atomic
+    return {k: len(v) for k, v in split.items()}
+
+
+def _sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def build(root, force=False, params=PARAMS):
+    """Build (or reuse) the world under `root`; returns the world.json record."""
+    root = Path(root)
+    meta_file = root / "world.json"
+    if meta_file.is_file() and not force:
+        meta = json.loads(meta_file.read_text())
+        if meta.get("params") == json.loads(json.dumps(params)) and (root / CHECKPOINT).is_file() \
+                and (root / DATASET_DIR / SPLIT_FILE).is_file():
+            print(f"world: reusing {root} (built {meta.get('built')})")
+            return meta
+        print(f"world: {meta_file} records other parameters; rebuilding")
+    t0 = time.time()
+    cp = params["clip"]
+    model = train_clip.train(root / CHECKPOINT, steps=cp["steps"], batch_size=cp["batch_size"], lr=cp["lr"],
+                             seed=cp["seed"])
+    t_clip = time.time() - t0
+    counts = write_target_domain(root, params)
+    # zero-shot of the new CLIP on clean and shifted val images (diagnostics; the test split is not looked at)
+    idx = split_indices(params)["val"][1]
+    images, labels = fashion_mnist.load("train")
+    clean = shift.to_canvas(images[idx])
+    from PIL import Image
+
+    split = json.loads((root / DATASET_DIR / SPLIT_FILE).read_text())
+    shifted = np.stack([np.array(Image.open(root / DATASET_DIR / "images" / rel)) for rel, _, _ in split["val"]])
+    meta = {
+        "params": params,
+        "built": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": {"clip": round(t_clip), "total": round(time.time() - t0)},
+        "counts": counts,
+        "checkpoint": str(root / CHECKPOINT),
+        "checkpoint_sha256": _sha256(root / CHECKPOINT),
+        "split_sha256": _sha256(root / DATASET_DIR / SPLIT_FILE),
+        "val_zero_shot": {"clean": round(train_clip.zero_shot_accuracy(model, clean, labels[idx]), 2),
+                          "shifted": round(train_clip.zero_shot_accuracy(model, shifted, labels[idx]), 2)},
+    }
+    meta_file.write_text(json.dumps(meta, indent=2))
+    print(f"world: built {root} in {meta['seconds']['total']} s: {counts}; zero-shot on val "
+          f"(template 'a photo of a {{}}.'): clean {meta['val_zero_shot']['clean']}%, "
+          f"shifted {meta['val_zero_shot']['shifted']}%")
+    return meta
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench.world.build", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default="data/world", help="world folder (default data/world)")
+    p.add_argument("--force", action="store_true", help="rebuild even if an identical world exists")
+    a = p.parse_args(argv)
+    build(a.root, force=a.force)
+
+
+if __name__ == "__main__":
+    main()
