@@ -178,3 +178,20 @@ def test_class_index_map_and_state_remap_for_a_class_subset():
     f = F.normalize(torch.randn(5, 8, generator=g), dim=-1)
     with torch.no_grad():
         torch.testing.assert_close(tgt.text_logits(f), src.text_logits(f)[:, idx])
+
+
+def test_class_sum_of_one_hot_values_equals_the_matmul():
+    from trainers.clip_adapt.dac import class_sum
+    from trainers.clip_adapt.dac.cache_model import one_hot_labels
+
+    g = torch.Generator().manual_seed(0)
+    weights = torch.rand(7, 30, generator=g)
+    labels = torch.randint(0, 5, (30,), generator=g)
+    one_hot = F.one_hot(labels, 5).float()
+    torch.testing.assert_close(class_sum(weights, one_hot), weights @ one_hot)
+    remapped = one_hot[:, [4, 1]]  # a class remap: rows of dropped classes become all-zero
+    assert (one_hot_labels(remapped) == -1).any()
+    torch.testing.assert_close(class_sum(weights, remapped), weights @ remapped)
+    soft = torch.rand(30, 5, generator=g)  # not one-hot: the plain matmul
+    assert one_hot_labels(soft) is None and one_hot_labels(one_hot + one_hot) is None
+    torch.testing.assert_close(class_sum(weights, soft), weights @ soft)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .cache_model import cache_logits
+from .cache_model import affinity_logits
 
 
 def grid(spec, name="grid"):
@@ -38,8 +38,9 @@ def search_alpha_beta(text_logits_val, query_val, keys, values, labels_val, alph
     if labels_val.numel() == 0:
         raise ValueError("search_alpha_beta: the val split is empty")
     best = None
+    affinity = query_val @ keys.t()  # independent of beta: computed once
     for beta in betas.tolist():
-        image = cache_logits(query_val, keys, values, beta)
+        image = affinity_logits(affinity, values, beta)
         for alpha in alphas.tolist():
             acc = ((text_logits_val + alpha * image).argmax(1) == labels_val).float().mean().item() * 100.0
             if best is None or acc > best.val_accuracy:
