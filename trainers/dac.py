@@ -107,11 +107,19 @@ class DAC(CLIPAdaptTrainer):
         if k < 1:
             print("DAC: DATASET.NUM_SHOTS < 1: the whole train split is the labelled set")
         self.fewshot = self._draw_shots(dataset.train_x, k, "train")
-        self.fewshot_val = self._draw_shots(dataset.val, self.val_shots, "val")
+        self._fewshot_val = None  # drawn on first use (an eval-only run never needs it)
         self.train_tfm = self.train_loader_x.dataset.transform
         self.test_tfm = self.test_loader.dataset.transform
-        print(f"DAC: {len(self.fewshot)} labelled train images ({k} shots), {len(self.fewshot_val)} val images "
-              f"({self.val_shots} shots) for the alpha/beta search, {len(dataset.test)} test images")
+        print(f"DAC: {len(self.fewshot)} labelled train images ({k} shots), {len(dataset.test)} test images")
+
+    @property
+    def fewshot_val(self):
+        """The val split cut to min(K, VAL_SHOTS) images per class: what the alpha/beta search sees."""
+        if self._fewshot_val is None:
+            self._fewshot_val = self._draw_shots(self.dm.dataset.val, self.val_shots, "val")
+            print(f"DAC: {len(self._fewshot_val)} val images ({self.val_shots} shots per class) for the alpha/beta "
+                  f"search")
+        return self._fewshot_val
 
     def _loader(self, source, tfm):
         return build_data_loader(self.cfg, sampler_type="SequentialSampler", data_source=source,
