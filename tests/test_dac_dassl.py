@@ -334,3 +334,34 @@ def test_main_sh_end_to_end(script_env, tiny_clip_path):
                         cwd=REPO, env=script_env, capture_output=True, text=True, timeout=600)
     assert ev.returncode == 0, ev.stdout[-3000:] + ev.stderr[-3000:]
     assert json.loads((ev_dir / "results.json").read_text())["accuracy"] == results["accuracy"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_FIXTURES, reason="tests/dataset_fixtures.py (fixture dataset builders) is missing")
+def test_ood_sh_end_to_end(script_env, tiny_clip_path):
+    """ImageNet fixture (3 classes) -> ImageNet-V2 (same classes) and ImageNet-A (a 2-class subset), real train.py."""
+    from tests import dataset_fixtures
+
+    data = Path(script_env["DATA"])
+    dataset_fixtures.build_fixture_dataset(data, "imagenet", n_train=4, n_val=2)
+    dataset_fixtures.build_fixture_dataset(data, "imagenet_v2", n_test=3)
+    dataset_fixtures.build_fixture_dataset(data, "imagenet_a", n_classes=2, n_test=3)
+    env = dict(script_env, OOD_TARGETS="imagenet_v2 imagenet_a")
+    cmd = ["bash", "scripts/dac/ood.sh", "vit_b16", "2", "MODEL.BACKBONE.NAME", str(tiny_clip_path),
+           "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0", "OPTIM.MAX_EPOCH", "1",
+           "TRAINER.DAC.AUG_PASSES", "2", "TRAINER.DAC.TEMPLATES", "single"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = Path(script_env["OUTPUT"])
+    trained = out / "imagenet" / "DAC" / "vit_b16_2shots" / "seed1"
+    search = json.loads((trained / "dac_search.json").read_text())
+    for target, n_classes in (("imagenet_v2", 3), ("imagenet_a", 2)):
+        run = out / target / "DAC" / "vit_b16_from_imagenet_2shots" / "seed1"
+        log = (run / "log.txt").read_text()
+        assert "* accuracy:" in log and f"model_dir: {trained}" in log and "eval_only: True" in log
+        results = json.loads((run / "results.json").read_text())
+        assert results["eval_only"] and results["model_dir"] == str(trained) and results["num_shots"] == 2
+        assert (results["alpha"], results["beta"]) == (search["alpha"], search["beta"])
+        assert ("mapping them by name" in log) == (n_classes == 2)
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("skipping") == 3
