@@ -96,6 +96,12 @@ def write_target_domain(root, params=PARAMS):
     return {k: len(v) for k, v in split.items()}
 
 
+def _load(path):
+    from trainers.clip_adapt.clip_loader import load_clip
+
+    return load_clip(path)
+
+
 def _sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -111,10 +117,15 @@ def build(root, force=False, params=PARAMS):
             print(f"world: reusing {root} (built {meta.get('built')})")
             return meta
         print(f"world: {meta_file} records other parameters; rebuilding")
+        force = True
     t0 = time.time()
     cp = params["clip"]
-    model = train_clip.train(root / CHECKPOINT, steps=cp["steps"], batch_size=cp["batch_size"], lr=cp["lr"],
-                             seed=cp["seed"])
+    ckpt = root / CHECKPOINT
+    if ckpt.is_file() and not force:  # e.g. an interrupted build: the checkpoint is written atomically, last
+        print(f"world: reusing the CLIP checkpoint {ckpt}")
+        model = _load(ckpt)
+    else:
+        model = train_clip.train(ckpt, steps=cp["steps"], batch_size=cp["batch_size"], lr=cp["lr"], seed=cp["seed"])
     t_clip = time.time() - t0
     counts = write_target_domain(root, params)
     # zero-shot of the new CLIP on clean and shifted val images (diagnostics; the test split is not looked at)

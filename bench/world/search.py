@@ -1,0 +1,77 @@
+"""Hyper-parameter choice for the world on the shifted VAL split only (ISSUE 8, item 2).
+
+    python -m bench.world.search [--root data/world] [--output output/world_search] [--methods fair reclip dac]
+
+Each candidate (KEY VALUE opts on top of configs/trainers/<TRAINER>/world.yaml) runs through train.py with
+`TEST.SPLIT val`, seed 1, so the accuracy it reports is on the val split; the test split's labels are never read.
+ReCLIP is transductive in the final runs (it adapts on the unlabelled test images); in the search it adapts on the
+unlabelled train split (`DATASET.ADAPT_SPLIT train`) and is scored on val, so the search never touches test images
+either. The winners were copied by hand into the world.yaml files (the table in bench/world/README.md).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import build
+from .run import DATASET, REPO
+
+GRID = {
+    "FAIR": [
+        ("OPTIM.LR", lr, "OPTIM.MAX_EPOCH", ep) for lr in ("0.0001", "0.0003", "0.001") for ep in ("3",)
+    ],
+    "ReCLIP": [
+        ("OPTIM.LR", lr, "TRAINER.RECLIP.TEXT_LR", lr, "OPTIM.MAX_EPOCH", ep, "DATASET.ADAPT_SPLIT", "train")
+        for lr in ("0.001", "0.01") for ep in ("3",)
+    ],
+    "DAC": [
+        ("DATASET.NUM_SHOTS", "4", "OPTIM.LR", lr, "OPTIM.MAX_EPOCH", ep) for lr in ("0.001",) for ep in ("20", "50")
+    ],
+}
+SHORT = {"fair": "FAIR", "reclip": "ReCLIP", "dac": "DAC"}
+
+
+def run_candidate(trainer, opts, root, output, seed=1):
+    name = "_".join(f"{k.split('.')[-1].lower()}{v}" for k, v in zip(opts[::2], opts[1::2]))
+    out = Path(output) / trainer / name / f"seed{seed}"
+    res = out / "results.json"
+    if not res.is_file():
+        cmd = [sys.executable, "-W", "ignore", "train.py", "--root", str(root), "--seed", str(seed),
+               "--trainer", trainer, "--dataset-config-file", f"configs/datasets/{DATASET}.yaml",
+               "--config-file", f"configs/trainers/{trainer}/world.yaml", "--output-dir", str(out),
+               "MODEL.BACKBONE.NAME", str(Path(root) / build.CHECKPOINT),
+               "TRAINER.FEATURE_CACHE_DIR", str(Path(output) / "cache"), "TEST.SPLIT", "val", *opts]
+        t0 = time.time()
+        proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, PYTHONWARNINGS="ignore"),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            print(f"{trainer} {' '.join(opts)}: FAILED\n{proc.stderr[-2000:]}")
+            return None
+        print(f"  ({time.time() - t0:.0f} s)", end="")
+    acc = json.loads(res.read_text())["accuracy"]
+    print(f"\n{trainer:7s} {' '.join(opts):80s} val {acc:.2f}", flush=True)
+    return acc
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench.world.search", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default="data/world")
+    p.add_argument("--output", default="output/world_search")
+    p.add_argument("--methods", nargs="+", default=list(SHORT), choices=list(SHORT))
+    a = p.parse_args(argv)
+    root, output = Path(a.root).resolve(), Path(a.output).resolve()
+    build.build(root)
+    for m in a.methods:
+        trainer = SHORT[m]
+        scores = {opts: run_candidate(trainer, opts, root, output) for opts in GRID[trainer]}
+        best = max((o for o in scores if scores[o] is not None), key=lambda o: scores[o], default=None)
+        if best:
+            print(f"best {trainer}: {' '.join(best)} (val {scores[best]:.2f})")
+
+
+if __name__ == "__main__":
+    main()
