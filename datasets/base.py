@@ -2,13 +2,11 @@
 
 It reads cfg.DATASET.ROOT, NUM_SHOTS (few-shot train, and val with min(K, 4) per class, seeded by cfg.SEED and cached
 as JSON), SUBSAMPLE_CLASSES (CoOp's base/new), VAL_FRACTION and SPLIT_SEED (val carved from train when a dataset has
-none) and DOWNLOAD, and hands them to the framework-free loader (trainers/clip_adapt/data/loader.py).
+none), DOWNLOAD and ALLOW_MISSING, and hands them to the framework-free loader (trainers/clip_adapt/data/loader.py).
 Test-only datasets (the ImageNet variants) have no train split: like CoOp, train_x and val are their test split.
 """
-from dassl.data.data_manager import DatasetWrapper
 from dassl.data.datasets import Datum, DatasetBase
 
-from trainers.clip_adapt.data.errors import DatasetError
 from trainers.clip_adapt.data.loader import load_dataset
 
 
@@ -19,7 +17,7 @@ class CLIPAdaptDataset(DatasetBase):
         d = cfg.DATASET
         data = load_dataset(self.short_name, d.ROOT, num_shots=d.NUM_SHOTS, seed=cfg.SEED,
                             subsample=d.SUBSAMPLE_CLASSES, val_fraction=d.VAL_FRACTION, split_seed=d.SPLIT_SEED,
-                            download=d.DOWNLOAD)
+                            download=d.DOWNLOAD, allow_missing=d.ALLOW_MISSING)
         self.dataset_dir = str(data.split_file.parent)
         train, val, test = (self._datums(items) for items in (data.train, data.val, data.test))
         if not train:  # test-only dataset
@@ -32,15 +30,3 @@ class CLIPAdaptDataset(DatasetBase):
     @staticmethod
     def _datums(items):
         return [Datum(impath=path, label=label, classname=cname) for path, label, cname in items]
-
-
-class CheckedDatasetWrapper(DatasetWrapper):
-    """Dassl's DatasetWrapper whose failures to read an image (corrupt or truncated file, vanished file) are a
-    DatasetError naming the image's path. Pass it as `dataset_wrapper=` to Dassl's DataManager/build_data_loader."""
-
-    def __getitem__(self, idx):
-        try:
-            return super().__getitem__(idx)
-        except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for unreadable files
-            path = self.data_source[idx].impath
-            raise DatasetError(f"unreadable image {path}: {type(e).__name__}: {e}", path) from e

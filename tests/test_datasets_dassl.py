@@ -106,7 +106,7 @@ def test_missing_dataset_error_through_dassl_names_path(tmp_path):
 def test_unreadable_image_in_a_loader_names_its_path(damage, tmp_path):
     from dassl.data.data_manager import build_data_loader
 
-    from datasets.base import CheckedDatasetWrapper
+    from trainers.base import CheckedDatasetWrapper
     from trainers.clip_adapt.data.errors import DatasetError
 
     build_fixture_dataset(tmp_path, "dtd")
@@ -119,3 +119,42 @@ def test_unreadable_image_in_a_loader_names_its_path(damage, tmp_path):
                                is_train=False, dataset_wrapper=CheckedDatasetWrapper)
     with pytest.raises(DatasetError, match=re.escape(str(bad))):
         next(iter(loader))
+
+
+def test_trainer_loaders_read_through_the_checked_wrapper(tmp_path, dassl_cfg):
+    """A truncated image reached by a trainer's own loader (CLIPAdaptTrainer.build_data_loader) names its path."""
+    import datasets  # noqa: F401
+    import trainers.zsclip  # noqa: F401
+    from dassl.engine import build_trainer
+
+    from trainers.clip_adapt.data.errors import DatasetError
+
+    build_fixture_dataset(tmp_path / "data", "dtd")
+    cfg = dassl_cfg("configs/trainers/ZeroshotCLIP/vit_b16.yaml", "TRAINER.NAME", "ZeroshotCLIP",
+                    "DATASET.NAME", "DescribableTextures",
+                    "DATASET.ROOT", str(tmp_path / "data"), "OUTPUT_DIR", str(tmp_path / "out"))
+    trainer = build_trainer(cfg)
+    bad = Path(trainer.dm.dataset.test[-1].impath)
+    bad.write_bytes(bad.read_bytes()[:60])
+    with pytest.raises(DatasetError, match=re.escape(str(bad))):
+        trainer.test()
+
+
+def test_allow_missing_leaves_out_absent_birdsnap_images_and_lists_them(tmp_path):
+    """DATASET.ALLOW_MISSING: Birdsnap images that were never downloaded are left out, written to
+    missing_images.txt and counted; without it the same tree is an error naming a missing path."""
+    from trainers.clip_adapt.data.errors import DatasetError
+
+    if not HAVE_OFFICIAL:
+        pytest.skip(OFFICIAL_REASON)
+    build_fixture_dataset(tmp_path, "birdsnap")
+    images = sorted((tmp_path / "birdsnap").rglob("*.jpg"))
+    gone = images[0]
+    gone.unlink()
+    with pytest.raises(DatasetError, match=re.escape(str(gone))):
+        _build(_cfg(tmp_path, "birdsnap"))
+    ds = _build(_cfg(tmp_path, "birdsnap", "DATASET.ALLOW_MISSING", "True"))
+    listed = (tmp_path / "birdsnap" / "missing_images.txt").read_text().split()
+    assert listed == [str(gone)]
+    kept = [d.impath for d in ds.train_x + ds.val + ds.test]
+    assert str(gone) not in kept and len(kept) == len(images) - 1

@@ -12,6 +12,8 @@ What it changes in Dassl's behaviour, so our trainers work on current torch with
 - The final test uses the last-epoch model (no model selection on test labels) and writes `results.json`
   beside log.txt; CoOp's log lines (`Finish training`, `=> result`, `* accuracy: X%`) are kept.
 - A non-finite loss stops the run with an error naming the epoch and the batch.
+- Every data loader reads images through `CheckedDatasetWrapper`: an unreadable image (corrupt, truncated,
+  vanished) is a DatasetError naming its path instead of a bare PIL error.
 """
 import contextlib
 import datetime
@@ -21,16 +23,30 @@ import os.path as osp
 import time
 
 import torch
+from dassl.data.data_manager import DataManager, DatasetWrapper, build_data_loader
 from dassl.engine import TrainerX
 
 from .clip_adapt import checkpoint as ckpt
 from .clip_adapt.cache import FeatureCache
+from .clip_adapt.data.errors import DatasetError
 from .clip_adapt.clip_loader import checkpoint_fingerprint, load_clip, resolve_checkpoint, resolve_precision
 from .clip_adapt.optim import build_optimizer, build_scheduler
 from .clip_adapt.prompts import short_name
 
 TRAINER_STATE = "trainer_state.pth.tar"
 RESULTS = "results.json"
+
+
+class CheckedDatasetWrapper(DatasetWrapper):
+    """Dassl's DatasetWrapper whose failures to read an image are a DatasetError naming the image's path.
+    Pass it as `dataset_wrapper=` to Dassl's DataManager / build_data_loader (CLIPAdaptTrainer does)."""
+
+    def __getitem__(self, idx):
+        try:
+            return super().__getitem__(idx)
+        except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for unreadable files
+            path = self.data_source[idx].impath
+            raise DatasetError(f"unreadable image {path}: {type(e).__name__}: {e}", path) from e
 
 
 def default_feature_cache_dir():
@@ -47,6 +63,20 @@ class CLIPAdaptTrainer(TrainerX):
         self.precision = "fp32"
         self.last_result = None
         super().__init__(cfg)
+
+    def build_data_loader(self):
+        """Dassl's data attributes, with images read through CheckedDatasetWrapper (errors name the image)."""
+        dm = DataManager(self.cfg, dataset_wrapper=CheckedDatasetWrapper)
+        self.train_loader_x, self.train_loader_u = dm.train_loader_x, dm.train_loader_u
+        self.val_loader, self.test_loader = dm.val_loader, dm.test_loader
+        self.num_classes, self.num_source_domains, self.lab2cname = dm.num_classes, dm.num_source_domains, \
+            dm.lab2cname
+        self.dm = dm
+
+    def make_loader(self, data_source, sampler_type, batch_size, tfm, is_train=False):
+        """One more Dassl loader over `data_source` (a list of Datum), reading images through CheckedDatasetWrapper."""
+        return build_data_loader(self.cfg, sampler_type=sampler_type, data_source=data_source, batch_size=batch_size,
+                                 tfm=tfm, is_train=is_train, dataset_wrapper=CheckedDatasetWrapper)
 
     # ---- things every trainer needs -------------------------------------------------------------------
     @property

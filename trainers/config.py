@@ -26,6 +26,8 @@ def extend_cfg(cfg):
     cfg.DATASET.SPLIT_SEED = 0  # seed of that carve (fixed, so the split file never changes)
     cfg.DATASET.ADAPT_SPLIT = ""  # unlabelled split an unsupervised trainer adapts on: train | test | "" (its default)
     cfg.DATASET.DOWNLOAD = False  # datasets: download what has a stable public URL (checksum-verified)
+    cfg.DATASET.ALLOW_MISSING = False  # leave out listed-but-absent images (dead Birdsnap URLs), listed in
+    #                                    <dataset>/missing_images.txt; False: such an image is an error
 
     # ---- ZeroshotCLIP ------------------------------------------------------------------------------------
     cfg.TRAINER.ZSCLIP = CN()

@@ -24,7 +24,6 @@ Choices where the spec is silent or where we differ from the official code (docs
 import copy
 
 import torch
-from dassl.data.data_manager import build_data_loader
 from dassl.engine import TRAINER_REGISTRY
 from tqdm import tqdm
 
@@ -60,11 +59,10 @@ class ReCLIP(CLIPAdaptTrainer):
         dataset = self.dm.dataset
         self.adapt_source = dataset.test if self.adapt_split == "test" else dataset.train_x
         tfm = self.test_loader.dataset.transform  # CLIP preprocessing, no augmentation
-        self.train_loader_x = build_data_loader(cfg, sampler_type="RandomSampler", data_source=self.adapt_source,
-                                                batch_size=cfg.DATALOADER.TRAIN_X.BATCH_SIZE, tfm=tfm,
-                                                is_train=False)
-        self.adapt_loader = build_data_loader(cfg, sampler_type="SequentialSampler", data_source=self.adapt_source,
-                                              batch_size=cfg.DATALOADER.TEST.BATCH_SIZE, tfm=tfm, is_train=False)
+        self.train_loader_x = self.make_loader(self.adapt_source, "RandomSampler", cfg.DATALOADER.TRAIN_X.BATCH_SIZE,
+                                               tfm)
+        self.adapt_loader = self.make_loader(self.adapt_source, "SequentialSampler", cfg.DATALOADER.TEST.BATCH_SIZE,
+                                             tfm)
         print(f"ReCLIP adapts on the unlabelled {self.adapt_split} split ({len(self.adapt_source)} images; "
               f"{'transductive' if self.adapt_split == 'test' else 'inductive'})")
 

@@ -8,6 +8,7 @@ One path for all 22 datasets:
 3. base/new class subsampling (CoOp's SUBSAMPLE_CLASSES);
 4. every listed image must exist (an error names the first missing path and counts the others).
 """
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +93,7 @@ def _variant_classnames_file(info, root, dataset_dir):
                        f"{Path(root) / 'imagenet' / 'classnames.txt'})", dataset_dir / "classnames.txt")
 
 
-def build_split(info, root, dataset_dir):
+def build_split(info, root, dataset_dir, allow_missing=False):
     """The dataset's own train/val/test (val None when it has none), relative to the dataset folder."""
     if info.reader == catalog.FGVC:
         return _read_fgvc(dataset_dir)
@@ -129,7 +130,13 @@ def build_split(info, root, dataset_dir):
         if mod is None:
             raise DatasetError(f"no reader for {info.short}: trainers/clip_adapt/data/official.py is absent",
                                dataset_dir)
-        split = mod.READERS[info.short](Path(dataset_dir))
+        reader = mod.READERS[info.short]
+        if allow_missing and "allow_missing" in inspect.signature(reader).parameters:
+            split = reader(Path(dataset_dir), allow_missing=True)
+            if split.missing:  # left out of the split file written once: reported, never silent
+                report_missing(dataset_dir, [str(Path(dataset_dir) / m) for m in split.missing])
+        else:
+            split = reader(Path(dataset_dir))
         return {"train": list(map(tuple, split.train)), "val": None if split.val is None else
                 list(map(tuple, split.val)), "test": list(map(tuple, split.test))}
     raise ValueError(f"dataset {info.short}: reader {info.reader!r} does not build splits")
@@ -163,7 +170,8 @@ def split_file_and_root(info, dataset_dir, val_fraction=DEFAULT_VAL_FRACTION, sp
     return own_split_file(info, dataset_dir, val_fraction, split_seed), dataset_dir
 
 
-def load_split(info, root, val_fraction=DEFAULT_VAL_FRACTION, split_seed=DEFAULT_SPLIT_SEED):
+def load_split(info, root, val_fraction=DEFAULT_VAL_FRACTION, split_seed=DEFAULT_SPLIT_SEED,
+               allow_missing=False):
     """-> (split dict with relative paths, split file, image root). Writes our split file the first time."""
     dataset_dir = require_dir(Path(root) / info.folder)
     split_file, image_root = split_file_and_root(info, dataset_dir, val_fraction, split_seed)
@@ -177,7 +185,7 @@ def load_split(info, root, val_fraction=DEFAULT_VAL_FRACTION, split_seed=DEFAULT
             p = dataset_dir / meta
             if not p.exists() and not (meta == "classnames.txt" and info.test_only):
                 raise DatasetError(f"missing metadata file: {p}", p)
-        split = build_split(info, root, dataset_dir)
+        split = build_split(info, root, dataset_dir, allow_missing)
         if split["val"] is None:
             if info.test_only:
                 split["val"] = []
@@ -218,16 +226,44 @@ def verify_readable(paths):
         open_image(path)
 
 
+def drop_missing(items, image_root, report):
+    """DATASET.ALLOW_MISSING: leave out listed images that are absent, appending their paths to `report` (a list)."""
+    kept = []
+    for item in items:
+        if os.path.isfile(os.path.join(image_root, item[0])):
+            kept.append(item)
+        else:
+            report.append(os.path.join(image_root, item[0]))
+    return kept
+
+
+def report_missing(dataset_dir, missing):
+    """Write the left-out images to <dataset>/missing_images.txt and say so (nothing is dropped silently)."""
+    out = Path(dataset_dir) / "missing_images.txt"
+    out.write_text("".join(f"{p}\n" for p in missing))
+    print(f"WARNING: DATASET.ALLOW_MISSING: {len(missing)} listed image(s) are absent and left out; "
+          f"listed in {out}", flush=True)
+
+
 def load_dataset(name, root, num_shots=0, seed=1, subsample="all", val_fraction=DEFAULT_VAL_FRACTION,
-                 split_seed=DEFAULT_SPLIT_SEED, download=False):
-    """Load dataset `name` from `root` (DATA). Errors name the path at fault and how to obtain it."""
+                 split_seed=DEFAULT_SPLIT_SEED, download=False, allow_missing=False):
+    """Load dataset `name` from `root` (DATA). Errors name the path at fault and how to obtain it.
+
+    allow_missing (DATASET.ALLOW_MISSING, for datasets fetched from URLs that die, e.g. Birdsnap): absent listed
+    images are left out, written to <dataset>/missing_images.txt and counted in a warning, instead of an error.
+    """
     info = catalog.get(name)
     try:
         if download and not (Path(root) / info.folder).is_dir() and info.downloads:
             from .download import download_dataset
             download_dataset(info, root)
-        split, split_file, image_root = load_split(info, root, val_fraction, split_seed)
+        split, split_file, image_root = load_split(info, root, val_fraction, split_seed, allow_missing)
         train, val, test = split["train"], split["val"], split["test"]
+        if allow_missing:
+            missing = []
+            train, val, test = (drop_missing(items, image_root, missing) for items in (train, val, test))
+            if missing:
+                report_missing(Path(split_file).parent, missing)
         classnames = classnames_of(split_file, train, val, test)
         if num_shots and num_shots >= 1 and not info.test_only:
             cache = Path(split_file).parent / f"split_fewshot{_split_tag(val_fraction, split_seed)}"
