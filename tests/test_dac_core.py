@@ -117,7 +117,8 @@ def test_text_modulation_starts_at_W_and_trains():
         TextModulation(w, mode="bogus")
 
 
-def test_training_on_the_cache_lowers_the_loss_and_fits_the_few_shot_set():
+@pytest.mark.parametrize("epoch_views,epochs", [("one", 90), ("all", 30)])  # the same number of samples seen
+def test_training_on_the_cache_lowers_the_loss_and_fits_the_few_shot_set(epoch_views, epochs):
     g = torch.Generator().manual_seed(1)
     d, classes, k, a = 16, 4, 4, 3
     centres = F.normalize(torch.randn(classes, d, generator=g), dim=-1)
@@ -125,7 +126,8 @@ def test_training_on_the_cache_lowers_the_loss_and_fits_the_few_shot_set():
     views = F.normalize(centres[labels][None] + 0.8 * torch.randn(a, classes * k, d, generator=g), dim=-1)
     text = F.normalize(torch.randn(classes, d, generator=g), dim=-1)  # uninformative text embeddings
     head = DACHead(text, 100.0)
-    history = train_on_cache(head, views, labels, epochs=30, batch_size=16, lr=5e-2, generator=g)
+    history = train_on_cache(head, views, labels, epochs=epochs, batch_size=16, lr=5e-2, generator=g,
+                             epoch_views=epoch_views)
     assert history[-1] < history[0]
     with torch.no_grad():
         acc = (head(views.mean(0)).argmax(1) == labels).float().mean().item()
@@ -195,3 +197,22 @@ def test_class_sum_of_one_hot_values_equals_the_matmul():
     soft = torch.rand(30, 5, generator=g)  # not one-hot: the plain matmul
     assert one_hot_labels(soft) is None and one_hot_labels(one_hot + one_hot) is None
     torch.testing.assert_close(class_sum(weights, soft), weights @ soft)
+
+
+def test_epoch_views_one_sees_each_image_once_per_epoch_as_one_of_its_views():
+    """EPOCH_VIEWS "one": N samples per epoch, image i as row a*N + i of the pass-major table for a random pass a;
+    "all": A*N samples, the rows themselves; an unknown mode names the key."""
+    from trainers.clip_adapt.dac import epoch_length, flat_view_index
+
+    n, a = 7, 3
+    assert epoch_length(n, a, "one") == n and epoch_length(n, a, "all") == n * a
+    with pytest.raises(ValueError, match="TRAINER.DAC.EPOCH_VIEWS"):
+        epoch_length(n, a, "some")
+    g = torch.Generator().manual_seed(0)
+    seen_passes = set()
+    for _ in range(20):
+        rows = flat_view_index(torch.arange(n), n, a, "one", g)
+        assert torch.equal(rows % n, torch.arange(n))  # every image exactly once
+        seen_passes |= set((rows // n).tolist())
+    assert seen_passes == set(range(a))  # every pass gets drawn
+    assert torch.equal(flat_view_index(torch.arange(n * a), n, a, "all"), torch.arange(n * a))

@@ -76,6 +76,7 @@ def extend_cfg(cfg):
     cfg.TRAINER.DAC = CN()
     cfg.TRAINER.DAC.TEMPLATES = "ensemble"  # prompts of the precomputed class text embeddings W
     cfg.TRAINER.DAC.AUG_PASSES = 10  # A augmentation passes of the few-shot set
+    cfg.TRAINER.DAC.EPOCH_VIEWS = "one"  # an epoch: each few-shot image once, as a random one of its A views | all
     cfg.TRAINER.DAC.ADAPTER_RESIDUAL = False  # g(f) = norm(f + s * Lf) instead of norm(Lf)
     cfg.TRAINER.DAC.CONTRAST_TEMP = 0.07  # temperature of the supervised intra-modal contrastive loss
     cfg.TRAINER.DAC.TEXT_MOD = "residual"  # residual (W + gamma*dW) | scale_shift (W*(1+a) + b)

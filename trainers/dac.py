@@ -4,7 +4,8 @@ Flow: CLIP is loaded and frozen; the class text embeddings W are computed once (
 few-shot train split is encoded TRAINER.DAC.AUG_PASSES times with the train transform (A augmentation passes) and,
 when needed, the few-shot val split and the test split once with the test transform; every pass goes through the
 on-disk feature cache (trainers/clip_adapt/features.py), so a second run with the same cache never runs the image
-encoder. An epoch is one shuffled pass over the A*N cached views in batches of TRAINER.DAC.BATCH_SIZE: the adapter g
+encoder. An epoch is one shuffled pass over the N few-shot images, each as one of its A cached views drawn at random
+(TRAINER.DAC.EPOCH_VIEWS "one"; "all": over all A*N views), in batches of TRAINER.DAC.BATCH_SIZE: the adapter g
 trains with the supervised contrastive loss, the text modulation W' with cross-entropy (DAC.md, parts 1, 2, 4).
 After the last epoch the cache model (keys = mean over passes of g(f)) is built and alpha/beta are searched on the
 val split (never test; part 3); the chosen values are printed, written to tensorboard, to `dac_search.json`, to
@@ -28,14 +29,13 @@ import random
 from collections import Counter
 
 import torch
-from dassl.data.data_manager import build_data_loader
 from dassl.engine import TRAINER_REGISTRY
 from torch.utils.data import DataLoader, Dataset
 
 from .base import CLIPAdaptTrainer
 from .clip_adapt import checkpoint as ckpt
-from .clip_adapt.dac import DACHead, cache_logits, cache_values, class_index_map, grid, remap_state_dict, \
-    search_alpha_beta
+from .clip_adapt.dac import DACHead, cache_logits, cache_values, class_index_map, epoch_length, flat_view_index, grid, \
+    remap_state_dict, search_alpha_beta
 from .clip_adapt.dac.text_modulation import MODES as TEXT_MODES
 from .clip_adapt.features import cached_features, feature_key
 from .clip_adapt.prompts import get_templates
@@ -46,7 +46,7 @@ FINAL_STATE = "dac_final.pt"
 
 
 class _ViewIndex(Dataset):
-    """Indices of the A*N cached views: the epoch loop never touches an image."""
+    """Positions of one epoch over the cached views (flat_view_index maps them): the loop never touches an image."""
 
     def __init__(self, n):
         self.n = n
@@ -72,6 +72,7 @@ class DAC(CLIPAdaptTrainer):
             raise ValueError(f"TRAINER.DAC.TEXT_MOD must be one of {TEXT_MODES}, got {dc.TEXT_MOD!r}")
         if dc.VAL_SHOTS == 0:
             raise ValueError("TRAINER.DAC.VAL_SHOTS must be >= 1 (or -1 for the whole val split), got 0")
+        epoch_length(1, 1, dc.EPOCH_VIEWS)  # an unknown value is an error naming the key
         grid(dc.SEARCH_ALPHA, "TRAINER.DAC.SEARCH_ALPHA")
         grid(dc.SEARCH_BETA, "TRAINER.DAC.SEARCH_BETA")
 
@@ -122,8 +123,7 @@ class DAC(CLIPAdaptTrainer):
         return self._fewshot_val
 
     def _loader(self, source, tfm):
-        return build_data_loader(self.cfg, sampler_type="SequentialSampler", data_source=source,
-                                 batch_size=self.cfg.DATALOADER.TEST.BATCH_SIZE, tfm=tfm, is_train=False)
+        return self.make_loader(source, "SequentialSampler", self.cfg.DATALOADER.TEST.BATCH_SIZE, tfm)
 
     def _encode_split(self, source, split, tfm, aug_pass=0, num_shots=-1, seed=0):
         """(features, labels) of `source` through the feature cache (the encoder runs only on a miss)."""
@@ -186,14 +186,18 @@ class DAC(CLIPAdaptTrainer):
         views, labels = self.train_views()
         a, n, d = views.shape
         self._flat_views, self._flat_labels = views.reshape(a * n, d), labels.repeat(a)
-        self.train_loader_x = DataLoader(_ViewIndex(a * n), batch_size=self.cfg.TRAINER.DAC.BATCH_SIZE,
-                                         shuffle=True)
-        print(f"DAC: training on {a} x {n} cached views ({len(self.train_loader_x)} batches per epoch)")
+        self._n_images, self._n_passes = n, a
+        mode = self.cfg.TRAINER.DAC.EPOCH_VIEWS
+        self.train_loader_x = DataLoader(_ViewIndex(epoch_length(n, a, mode)),
+                                         batch_size=self.cfg.TRAINER.DAC.BATCH_SIZE, shuffle=True)
+        print(f"DAC: training on {a} x {n} cached views, {epoch_length(n, a, mode)} per epoch (EPOCH_VIEWS {mode}; "
+              f"{len(self.train_loader_x)} batches per epoch)")
         super().before_train()
 
     def forward_backward(self, batch):
         """Contrastive loss on g(f) + CE on s f W'^T over a batch of cached views (DAC.md, parts 1, 2, 4)."""
-        index = batch["index"].to(self.device)
+        index = flat_view_index(batch["index"], self._n_images, self._n_passes, self.cfg.TRAINER.DAC.EPOCH_VIEWS)
+        index = index.to(self.device)
         loss, parts = self.head.loss(self._flat_views[index], self._flat_labels[index],
                                      self.cfg.TRAINER.DAC.CONTRAST_TEMP)
         self.model_backward_and_update(loss, "dac")
