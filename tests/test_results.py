@@ -198,3 +198,12 @@ def test_cli_csv_stdout_is_one_table_and_bad_baselines_exit_2(out, tmp_path):
     assert res.returncode == 2 and f"{bad}, line 2" in res.stderr
     res = _cli("--output", str(tmp_path / "nothing"))
     assert res.returncode == 2 and "does not exist" in res.stderr
+
+
+def test_base_cfg_strips_protocol_suffixes_to_find_the_zero_shot_reference():
+    from tools.runs import base_cfg
+
+    assert base_cfg("vit_b16_transductive") == "vit_b16"
+    assert base_cfg("rn50_inductive") == "rn50"
+    assert base_cfg("rn50_from_imagenet") == "rn50"  # scripts/dac/ood.sh (shots already split off)
+    assert base_cfg("vit_l14") == "vit_l14"

@@ -89,7 +89,10 @@ def split_run_name(name: str):
 
 
 def base_cfg(cfg: str) -> str:
-    """The backbone config a run name starts from: 'vit_b16_transductive' -> 'vit_b16' (shots already split off)."""
+    """The backbone config a run name starts from: 'vit_b16_transductive' -> 'vit_b16' (shots already split off);
+    DAC's OOD runs (scripts/dac/ood.sh) 'rn50_from_imagenet' -> 'rn50'."""
+    if "_from_" in cfg and not cfg.startswith("_from_"):
+        return cfg.split("_from_", 1)[0]
     for suffix in VARIANT_SUFFIXES:
         if cfg.endswith(suffix) and len(cfg) > len(suffix):
             return cfg[: -len(suffix)]
