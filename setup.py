@@ -33,7 +33,7 @@ setup(
     extras_require={
         # what `import dassl` pulls in (Dassl itself: see README)
         "dassl": ["wilds", "pandas", "scikit-learn", "tensorboard", "future"],
-        "test": ["pytest"],
+        "test": ["pytest", "submitit"],  # submitit: the SLURM path of tools.sweep, run locally in tests
         "slurm": ["submitit"],
     },
 )
