@@ -90,6 +90,7 @@ def world(tmp_path):
     return data
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_resumes_to_the_same_result_and_same_seed_runs_agree(world, tmp_path, tiny_clip_path):
     cache = tmp_path / "cache"
     full = _run(train_cmd(world, tmp_path / "full", tiny_clip_path, cache, "FAIR", "configs/trainers/FAIR/world.yaml",

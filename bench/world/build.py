@@ -11,15 +11,16 @@ Writes under ROOT:
 Target domain (dataset `fashion_mnist_shift`): Fashion-MNIST images padded to 32 px, blurred (sigma 1.5) and with
 Gaussian noise (sigma 0.1) added (bench/world/shift.py), written as 8-bit grey PNGs. Splits, class-balanced and
 drawn with a fixed seed:
-    train  TRAIN_PER_CLASS x 10 from the HOLDOUT images of the official train split (never seen by the CLIP)
-    val    VAL_PER_CLASS x 10 from the same holdout, disjoint from train
-    test   TEST_PER_CLASS x 10 from the official test split
+    train  train_per_class x 10 (100 x 10) from the HOLDOUT images of the official train split (never seen by the CLIP)
+    val    val_per_class x 10 (50 x 10) from the same holdout, disjoint from train
+    test   test_per_class x 10 (200 x 10) from the official test split
 Everything is deterministic: the same parameters rebuild the same files. An existing world whose world.json records
 the same parameters is reused; different parameters (or --force) rebuild it.
 """
 import argparse
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -36,7 +37,7 @@ PARAMS = {
     "clip": {"steps": 880, "batch_size": 128, "lr": 1e-3, "seed": 0, "holdout": train_clip.HOLDOUT,
              "arch": train_clip.ARCH},
     "shift": {"blur_sigma": shift.BLUR_SIGMA, "noise_sigma": shift.NOISE_SIGMA, "seed": 0},
-    "splits": {"train_per_class": 400, "val_per_class": 50, "test_per_class": 200, "seed": 0},
+    "splits": {"train_per_class": 100, "val_per_class": 50, "test_per_class": 200, "seed": 0},
 }
 
 
@@ -107,27 +108,35 @@ def _sha256(path):
 
 
 def build(root, force=False, params=PARAMS):
-    """Build (or reuse) the world under `root`; returns the world.json record."""
+    """Build (or reuse) the world under `root`; returns the world.json record.
+
+    Two stages, each redone only when its parameters changed (or with `force`): the CLIP (params["clip"]) and the
+    target domain (params["shift"], params["splits"]). A CLIP checkpoint without world.json (an interrupted
+    build; the checkpoint is written atomically) is reused.
+    """
     root = Path(root)
+    params = json.loads(json.dumps(params))  # tuples -> lists, as world.json holds them
     meta_file = root / "world.json"
-    if meta_file.is_file() and not force:
+    ckpt, split_file = root / CHECKPOINT, root / DATASET_DIR / SPLIT_FILE
+    old = json.loads(meta_file.read_text()).get("params", {}) if meta_file.is_file() else None
+    if not force and old == params and ckpt.is_file() and split_file.is_file():
         meta = json.loads(meta_file.read_text())
-        if meta.get("params") == json.loads(json.dumps(params)) and (root / CHECKPOINT).is_file() \
-                and (root / DATASET_DIR / SPLIT_FILE).is_file():
-            print(f"world: reusing {root} (built {meta.get('built')})")
-            return meta
-        print(f"world: {meta_file} records other parameters; rebuilding")
-        force = True
+        print(f"world: reusing {root} (built {meta.get('built')})")
+        return meta
     t0 = time.time()
     cp = params["clip"]
-    ckpt = root / CHECKPOINT
-    if ckpt.is_file() and not force:  # e.g. an interrupted build: the checkpoint is written atomically, last
+    if ckpt.is_file() and not force and (old is None or old.get("clip") == cp):
         print(f"world: reusing the CLIP checkpoint {ckpt}")
         model = _load(ckpt)
     else:
         model = train_clip.train(ckpt, steps=cp["steps"], batch_size=cp["batch_size"], lr=cp["lr"], seed=cp["seed"])
     t_clip = time.time() - t0
-    counts = write_target_domain(root, params)
+    same_domain = old is not None and all(old.get(k) == params[k] for k in ("shift", "splits"))
+    if force or not same_domain or not split_file.is_file():
+        shutil.rmtree(root / DATASET_DIR, ignore_errors=True)
+        counts = write_target_domain(root, params)
+    else:
+        counts = {k: len(v) for k, v in json.loads(split_file.read_text()).items()}
     # zero-shot of the new CLIP on clean and shifted val images (diagnostics; the test split is not looked at)
     idx = split_indices(params)["val"][1]
     images, labels = fashion_mnist.load("train")

@@ -20,22 +20,28 @@ from . import build
 from .run import DATASET, REPO
 
 GRID = {
-    "FAIR": [
-        ("OPTIM.LR", lr, "OPTIM.MAX_EPOCH", ep) for lr in ("0.0001", "0.0003", "0.001") for ep in ("3",)
+    "FAIR": [  # learning rate first, then the two knobs that decide how much the crops/LAS count, at the best lr
+        *[("OPTIM.LR", lr, "OPTIM.MAX_EPOCH", "5") for lr in ("0.0001", "0.0003", "0.001")],
+        ("OPTIM.LR", "0.0003", "OPTIM.MAX_EPOCH", "5", "TRAINER.FAIR.CROP_SCALE", "(0.8, 1.0)"),
+        ("OPTIM.LR", "0.0003", "OPTIM.MAX_EPOCH", "5", "TRAINER.FAIR.GAMMA", "0.8"),
+        ("OPTIM.LR", "0.0003", "OPTIM.MAX_EPOCH", "5", "TRAINER.FAIR.STRONG_AUG", "none"),
+        ("OPTIM.LR", "0.0003", "OPTIM.MAX_EPOCH", "10"),
     ],
     "ReCLIP": [
         ("OPTIM.LR", lr, "TRAINER.RECLIP.TEXT_LR", lr, "OPTIM.MAX_EPOCH", ep, "DATASET.ADAPT_SPLIT", "train")
         for lr in ("0.001", "0.01") for ep in ("3",)
     ],
     "DAC": [
-        ("DATASET.NUM_SHOTS", "4", "OPTIM.LR", lr, "OPTIM.MAX_EPOCH", ep) for lr in ("0.001",) for ep in ("20", "50")
+        ("DATASET.NUM_SHOTS", "4", "OPTIM.LR", lr, "OPTIM.MAX_EPOCH", ep) for lr in ("0.001", "0.01") for ep in ("20", "50")
     ],
+    "ZeroshotCLIP": [()],  # the reference: zero-shot accuracy on val
 }
-SHORT = {"fair": "FAIR", "reclip": "ReCLIP", "dac": "DAC"}
+SHORT = {"zsclip": "ZeroshotCLIP", "fair": "FAIR", "reclip": "ReCLIP", "dac": "DAC"}
 
 
 def run_candidate(trainer, opts, root, output, seed=1):
     name = "_".join(f"{k.split('.')[-1].lower()}{v}" for k, v in zip(opts[::2], opts[1::2]))
+    name = "".join(ch for ch in name if ch.isalnum() or ch in "._-") or "default"
     out = Path(output) / trainer / name / f"seed{seed}"
     res = out / "results.json"
     if not res.is_file():
@@ -44,6 +50,8 @@ def run_candidate(trainer, opts, root, output, seed=1):
                "--config-file", f"configs/trainers/{trainer}/world.yaml", "--output-dir", str(out),
                "MODEL.BACKBONE.NAME", str(Path(root) / build.CHECKPOINT),
                "TRAINER.FEATURE_CACHE_DIR", str(Path(output) / "cache"), "TEST.SPLIT", "val", *opts]
+        if trainer == "ZeroshotCLIP":
+            cmd.insert(cmd.index("MODEL.BACKBONE.NAME"), "--eval-only")
         t0 = time.time()
         proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, PYTHONWARNINGS="ignore"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -149,7 +149,7 @@ _ENTRIES = [
                 obtain="apt-get install dataset-fashion-mnist, then `python -m bench.world.build --root $DATA` "
                        "(see bench/world/README.md)",
                 image_dir="images", split_file="split_fashion_mnist_shift.json",
-                counts={"train": 4000, "val": 500, "test": 2000, "classes": 10}),
+                counts={"train": 1000, "val": 500, "test": 2000, "classes": 10}),
 ]
 
 # The official-archive datasets: folders, counts, URLs, checksums and how-to-obtain lines live in official.py
