@@ -5,6 +5,7 @@ Runs without Dassl, on a tiny randomly initialised CLIP (32 px).
 import hashlib
 import io
 import json
+import urllib.request
 import math
 import sys
 from pathlib import Path
@@ -392,7 +393,7 @@ def test_url_download_is_checksum_verified_and_cached(tmp_path, monkeypatch):
         calls.append(url)
         return _FakeResponse(payload)
 
-    monkeypatch.setattr(desc_mod.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
     kw = dict(url="https://example.org/d.json", cache_dir=tmp_path)
     out, source = get_descriptions(CLASSES, "x", sha256=digest, **kw)
     assert out == [["c"], ["d"], ["b"]] and calls == ["https://example.org/d.json"]
@@ -410,7 +411,7 @@ def test_dataset_default_url_is_used_and_offline_failure_falls_back(tmp_path, mo
         seen.append(url)
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(desc_mod.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.warns(UserWarning, match="template"):
         out, source = get_descriptions(CLASSES, "CUB", cache_dir=tmp_path, templates=["a {}."])
     assert source == "template" and seen and seen[0].endswith("/cub.json")

@@ -4,16 +4,14 @@ Resolution order (DESIGN.md, "CLIP weights"): an explicit local file -> the cach
 verified against the sha256 that OpenAI publishes in each checkpoint's URL. Nothing is downloaded when the file
 is already cached, and an offline machine without the file gets an error naming the expected file.
 """
-import hashlib
 import json
 import os
-import shutil
-import tempfile
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import torch
+
+from .download import ChecksumError, download_verified, file_digest
 
 # Facts from the openai-clip package (clip/clip.py): the sha256 is the second-to-last URL component.
 _BASE = "https://openaipublic.azureedge.net/clip/models"
@@ -48,12 +46,8 @@ def default_cache_dir():
     return Path(os.environ.get("CLIP_CACHE_DIR") or Path.home() / ".cache" / "clip")
 
 
-def file_sha256(path, chunk=1 << 20):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def file_sha256(path):
+    return file_digest(path, "sha256")
 
 
 def checkpoint_fingerprint(path):
@@ -80,28 +74,11 @@ def checkpoint_fingerprint(path):
 
 
 def _download(url, target, expected_sha256):
-    """Download `url` to `target` through a temporary file; reject it unless its sha256 matches."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
+    """Download `url` to `target`, kept only if its sha256 matches (trainers/clip_adapt/download.py)."""
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url) as src:
-            total = int(src.headers.get("Content-Length") or 0)
-            from tqdm import tqdm
-
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {target.name}") as bar:
-                for block in iter(lambda: src.read(1 << 20), b""):
-                    out.write(block)
-                    bar.update(len(block))
-        got = file_sha256(tmp)
-        if got != expected_sha256:
-            raise CheckpointError(
-                f"sha256 mismatch for {url}: expected {expected_sha256}, got {got}; the file was not kept"
-            )
-        shutil.move(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return target
+        return download_verified(url, target, expected_sha256, "sha256", timeout=None)
+    except ChecksumError as e:
+        raise CheckpointError(str(e)) from e
 
 
 def resolve_checkpoint(name_or_path, cache_dir=None, download=True):

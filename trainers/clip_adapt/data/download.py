@@ -3,42 +3,28 @@
 Only archives whose URL and MD5 are published facts are downloaded (CUB from CaltechDATA; CIFAR-10/100 from
 cs.toronto.edu, the MD5s torchvision also checks); everything else is obtained by hand (catalog `obtain`).
 """
-import hashlib
-import shutil
 import tarfile
-import urllib.request
 from pathlib import Path
 
+from ..download import ChecksumError, download_verified, file_digest
 from .errors import DatasetError
 
 
-def md5sum(path, chunk=1 << 20):
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+def md5sum(path):
+    return file_digest(path, "md5")
 
 
 def fetch(url, dest, md5):
-    """Download `url` to `dest` (via a .part file) unless a file with the right MD5 is already there."""
+    """Download `url` to `dest` unless a file with the right MD5 is already there (trainers/clip_adapt/download.py)."""
     dest = Path(dest)
     if dest.is_file() and md5sum(dest) == md5:
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as f:
-            shutil.copyfileobj(resp, f)
+        return download_verified(url, dest, md5, "md5")
+    except ChecksumError as e:
+        raise DatasetError(f"checksum mismatch: {e}", dest) from e
     except OSError as e:
-        part.unlink(missing_ok=True)
         raise DatasetError(f"download of {url} to {dest} failed: {e}", dest) from e
-    got = md5sum(part)
-    if got != md5:
-        part.unlink(missing_ok=True)
-        raise DatasetError(f"checksum mismatch for {url}: md5 {got}, expected {md5} (file removed)", dest)
-    part.replace(dest)
-    return dest
 
 
 def extract(archive, into):

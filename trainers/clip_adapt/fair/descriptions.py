@@ -10,16 +10,12 @@ Resolution order (`get_descriptions`):
 Class names are matched after normalising case, spaces, hyphens and underscores ("Black_footed_Albatross" ==
 "Black-footed Albatross"); a class left without descriptions is an error that lists every such class.
 """
-import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
-import urllib.request
 import warnings
 from pathlib import Path
 
+from ..download import ChecksumError, download_verified, file_digest
 from ..prompts import fill, short_name
 
 # Public CuPL-format description files (github.com/sathiiii/microCLIP, MIT; sentences from CuPL, GPT-3),
@@ -103,14 +99,6 @@ def template_descriptions(classnames, templates):
     return [fill(templates, name) for name in classnames]
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fetch_description_file(url, sha256, cache_dir, download=True):
     """Local copy of `url` in `cache_dir` (named by its sha256); downloaded once and checked against `sha256`."""
     if not sha256:
@@ -118,26 +106,18 @@ def fetch_description_file(url, sha256, cache_dir, download=True):
                                 f"(downloads are checksum-verified)")
     cache_dir = Path(cache_dir)
     target = cache_dir / f"{sha256}.json"
-    if target.is_file() and _sha256(target) == sha256:
+    if target.is_file() and file_digest(target) == sha256:
         return target
     if not download:
         raise DescriptionsError(f"class descriptions {url} are not cached ({target}) and downloading is off "
                                 f"(TRAINER.FAIR.DESCRIPTIONS_DOWNLOAD False)")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as src:
-            shutil.copyfileobj(src, out)
-        got = _sha256(tmp)
-        if got != sha256:
-            raise DescriptionsError(f"sha256 mismatch for {url}: expected {sha256}, got {got}; not kept")
-        shutil.move(tmp, target)
+        download_verified(url, target, sha256, "sha256", progress=False)
+    except ChecksumError as e:
+        raise DescriptionsError(str(e)) from e
     except OSError as e:
         raise DescriptionsError(f"downloading class descriptions from {url} failed ({e}); on an offline machine "
                                 f"set TRAINER.FAIR.DESCRIPTIONS to a local copy") from e
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return target
 
 
