@@ -11,4 +11,5 @@ from . import (  # noqa: F401  (each module registers its class)
     imagenet_a, imagenet_r, cifar10, cifar100,
 )
 from . import fashion_mnist_shift  # noqa: F401,E402  bench/world's target domain (ISSUE 8)
+from . import fashion_mnist_source  # noqa: F401,E402  bench/world's source domain
 

@@ -6,6 +6,7 @@ Writes under ROOT:
     clip_fashion_mnist.pt                          the CLIP (MODEL.BACKBONE.NAME <this path>)
     fashion_mnist_shift/images/{train,val,test}/<class>/<i>.png
     fashion_mnist_shift/split_fashion_mnist_shift.json   {"train"|"val"|"test": [[relpath, label, classname], ...]}
+    fashion_mnist_source/...                       the same images unshifted (source domain, dataset `fashion_mnist_source`)
     world.json                                     what was built and how (parameters, sizes, checksums, accuracies)
 
 Target domain (dataset `fashion_mnist_shift`): Fashion-MNIST images padded to 32 px, blurred (sigma 1.5) and with
@@ -32,6 +33,8 @@ from . import fashion_mnist, shift, train_clip
 
 DATASET_DIR = "fashion_mnist_shift"
 SPLIT_FILE = "split_fashion_mnist_shift.json"
+SOURCE_DIR = "fashion_mnist_source"  # the same splits without the shift
+SOURCE_SPLIT_FILE = "split_fashion_mnist_source.json"
 CHECKPOINT = "clip_fashion_mnist.pt"
 PARAMS = {
     "clip": {"steps": 880, "batch_size": 128, "lr": 1e-3, "seed": 0, "holdout": train_clip.HOLDOUT,
@@ -71,21 +74,23 @@ def split_indices(params=PARAMS):
     return {"train": ("train", holdout[tr]), "val": ("train", holdout[va]), "test": ("test", te)}
 
 
-def write_target_domain(root, params=PARAMS):
-    """Write the shifted PNGs and the CoOp split JSON; returns {split: count}."""
+def write_domain(root, params=PARAMS, shifted=True):
+    """Write the PNGs and the CoOp split JSON of the target domain (shifted) or of the source domain (the same
+    images, unshifted); returns {split: count}."""
     from PIL import Image
 
-    base = Path(root) / DATASET_DIR
+    base = Path(root) / (DATASET_DIR if shifted else SOURCE_DIR)
     split = {}
     sources = {s: fashion_mnist.load(s) for s in ("train", "test")}
     for k, (name, (source, idx)) in enumerate(split_indices(params).items()):
         images, labels = sources[source]
         canvas = shift.to_canvas(images[idx])
-        shifted = shift.apply_shift(canvas, seed=params["shift"]["seed"] * 100 + k,
-                                    blur_sigma=params["shift"]["blur_sigma"],
-                                    noise_sigma=params["shift"]["noise_sigma"])
+        if shifted:
+            canvas = shift.apply_shift(canvas, seed=params["shift"]["seed"] * 100 + k,
+                                       blur_sigma=params["shift"]["blur_sigma"],
+                                       noise_sigma=params["shift"]["noise_sigma"])
         items = []
-        for i, (img, label) in enumerate(zip(shifted, labels[idx])):
+        for i, (img, label) in enumerate(zip(canvas, labels[idx])):
             cname = fashion_mnist.CLASSNAMES[int(label)]
             rel = f"{name}/{folder_name(cname)}/{i:05d}.png"
             path = base / "images" / rel
@@ -93,8 +98,12 @@ def write_target_domain(root, params=PARAMS):
             Image.fromarray(img, mode="L").save(path)
             items.append([rel, int(label), cname])
         split[name] = items
-    write_split(base / SPLIT_FILE, split)  # the dataset layer's writer: CoOp's format, atomic
+    write_split(base / (SPLIT_FILE if shifted else SOURCE_SPLIT_FILE), split)  # CoOp's format, atomic
     return {k: len(v) for k, v in split.items()}
+
+
+def write_target_domain(root, params=PARAMS):
+    return write_domain(root, params, shifted=True)
 
 
 def _load(path):
@@ -119,8 +128,13 @@ def build(root, force=False, params=PARAMS):
     meta_file = root / "world.json"
     ckpt, split_file = root / CHECKPOINT, root / DATASET_DIR / SPLIT_FILE
     old = json.loads(meta_file.read_text()).get("params", {}) if meta_file.is_file() else None
+    source_split = root / SOURCE_DIR / SOURCE_SPLIT_FILE
     if not force and old == params and ckpt.is_file() and split_file.is_file():
         meta = json.loads(meta_file.read_text())
+        if not source_split.is_file():  # worlds built before the source domain was written
+            shutil.rmtree(root / SOURCE_DIR, ignore_errors=True)
+            meta["source_counts"] = write_domain(root, params, shifted=False)
+            meta_file.write_text(json.dumps(meta, indent=2))
         print(f"world: reusing {root} (built {meta.get('built')})")
         return meta
     t0 = time.time()
@@ -137,6 +151,11 @@ def build(root, force=False, params=PARAMS):
         counts = write_target_domain(root, params)
     else:
         counts = {k: len(v) for k, v in json.loads(split_file.read_text()).items()}
+    if force or not same_domain or not source_split.is_file():
+        shutil.rmtree(root / SOURCE_DIR, ignore_errors=True)
+        source_counts = write_domain(root, params, shifted=False)
+    else:
+        source_counts = {k: len(v) for k, v in json.loads(source_split.read_text()).items()}
     # zero-shot of the new CLIP on clean and shifted val images (diagnostics; the test split is not looked at)
     idx = split_indices(params)["val"][1]
     images, labels = fashion_mnist.load("train")
@@ -150,6 +169,7 @@ def build(root, force=False, params=PARAMS):
         "built": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": {"clip": round(t_clip), "total": round(time.time() - t0)},
         "counts": counts,
+        "source_counts": source_counts,
         "checkpoint": str(root / CHECKPOINT),
         "checkpoint_sha256": _sha256(root / CHECKPOINT),
         "split_sha256": _sha256(root / DATASET_DIR / SPLIT_FILE),

@@ -150,6 +150,12 @@ _ENTRIES = [
                        "(see bench/world/README.md)",
                 image_dir="images", split_file="split_fashion_mnist_shift.json",
                 counts={"train": 1000, "val": 500, "test": 2000, "classes": 10}),
+    DatasetInfo(short="fashion_mnist_source", folder="fashion_mnist_source", reader=COOP_SPLIT,
+                url="https://github.com/zalandoresearch/fashion-mnist",
+                obtain="apt-get install dataset-fashion-mnist, then `python -m bench.world.build --root $DATA` "
+                       "(see bench/world/README.md)",
+                image_dir="images", split_file="split_fashion_mnist_source.json",
+                counts={"train": 1000, "val": 500, "test": 2000, "classes": 10}),
 ]
 
 # The official-archive datasets: folders, counts, URLs, checksums and how-to-obtain lines live in official.py
