@@ -32,17 +32,35 @@ GRID = {
             ("TRAINER.FAIR.STUDENT_FUSION", "0.0"))],
         ("OPTIM.LR", "0.0003", "OPTIM.MAX_EPOCH", "5", "TRAINER.FAIR.STUDENT_FUSION", "0.2",
          "TRAINER.FAIR.CROP_SCALE", "(0.8, 1.0)"),
+        # second round: one knob at a time around that winner (lr 3e-4, 5 epochs, STUDENT_FUSION 0.2)
+        *[("OPTIM.LR", lr, "OPTIM.MAX_EPOCH", ep, "TRAINER.FAIR.STUDENT_FUSION", "0.2")
+          for lr, ep in (("0.0002", "5"), ("0.0005", "5"), ("0.0003", "3"), ("0.0003", "8"))],
+        *[("OPTIM.LR", "0.0003", "OPTIM.MAX_EPOCH", "5", "TRAINER.FAIR.STUDENT_FUSION", "0.2", *kv) for kv in (
+            ("TRAINER.FAIR.N_CROPS", "8", "TRAINER.FAIR.TOPK_CROPS", "6"),
+            ("TRAINER.FAIR.GAMMA", "0.3"), ("TRAINER.FAIR.GAMMA", "0.7"),
+            ("TRAINER.FAIR.FAIRNESS_WEIGHT", "0.5"), ("TRAINER.FAIR.FAIRNESS_WEIGHT", "2.0"),
+            ("TRAINER.FAIR.STUDENT_FUSION", "0.1"), ("TRAINER.FAIR.STUDENT_FUSION", "0.3"),
+            ("TRAINER.FAIR.TAU_T", "2.718282"), ("TRAINER.FAIR.TAU_T", "20.085537"))],
+        # third round: the second round's best (FAIRNESS_WEIGHT 2) with the other knobs that helped
+        *[("OPTIM.LR", "0.0003", "OPTIM.MAX_EPOCH", "5", "TRAINER.FAIR.STUDENT_FUSION", "0.2",
+           "TRAINER.FAIR.FAIRNESS_WEIGHT", fw, *kv) for fw, kv in (
+            ("4.0", ()), ("2.0", ("TRAINER.FAIR.GAMMA", "0.3")),
+            ("2.0", ("TRAINER.FAIR.N_CROPS", "8", "TRAINER.FAIR.TOPK_CROPS", "6")))],
     ],
     "ReCLIP": [
         ("OPTIM.LR", lr, "TRAINER.RECLIP.TEXT_LR", lr, "OPTIM.MAX_EPOCH", ep, "DATASET.ADAPT_SPLIT", "train")
         for lr in ("0.001", "0.01") for ep in ("3",)
     ],
-    "DAC": [
-        *[("DATASET.NUM_SHOTS", "4", "OPTIM.LR", lr, "OPTIM.MAX_EPOCH", ep) for lr in ("0.001", "0.01")
-          for ep in ("20", "50")],
-        *[("DATASET.NUM_SHOTS", "4", k, v) for k, v in (
-            ("INPUT.RRCROP_SCALE", "(0.8, 1.0)"), ("TRAINER.DAC.ADAPTER_RESIDUAL", "True"),
-            ("TRAINER.DAC.AUG_PASSES", "20"), ("OPTIM.LR", "0.0001"), ("OPTIM.LR", "0.00001"))],
+    "DAC": [  # every row names EPOCH_VIEWS: results from before bd8b6fd (when `all` was the only epoch) are not reused
+        *[("DATASET.NUM_SHOTS", "4", "TRAINER.DAC.EPOCH_VIEWS", ev, "OPTIM.LR", lr, "OPTIM.MAX_EPOCH", ep)
+          for ev in ("one", "all") for lr in ("0.001", "0.0001") for ep in ("20", "50", "100")],
+        # then the loss/text knobs at the two best settings of the rows above (one view, lr 1e-3, 100 epochs) and
+        # the previous world.yaml (one view, lr 1e-4, 20 epochs)
+        *[("DATASET.NUM_SHOTS", "4", "TRAINER.DAC.EPOCH_VIEWS", "one", "OPTIM.LR", lr, "OPTIM.MAX_EPOCH", ep, k, v)
+          for lr, ep in (("0.001", "100"), ("0.0001", "20")) for k, v in (
+              ("TRAINER.DAC.TEXT_GAMMA", "0.5"), ("TRAINER.DAC.TEXT_GAMMA", "2.0"),
+              ("TRAINER.DAC.CONTRAST_TEMP", "0.03"), ("TRAINER.DAC.CONTRAST_TEMP", "0.2"),
+              ("TRAINER.DAC.AUG_PASSES", "5"), ("TRAINER.DAC.AUG_PASSES", "20"))],
     ],
     "ZeroshotCLIP": [()],  # the reference: zero-shot accuracy on val
 }
