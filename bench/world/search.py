@@ -45,7 +45,13 @@ GRID = {
         *[("OPTIM.LR", "0.0003", "OPTIM.MAX_EPOCH", "5", "TRAINER.FAIR.STUDENT_FUSION", "0.2",
            "TRAINER.FAIR.FAIRNESS_WEIGHT", fw, *kv) for fw, kv in (
             ("4.0", ()), ("2.0", ("TRAINER.FAIR.GAMMA", "0.3")),
-            ("2.0", ("TRAINER.FAIR.N_CROPS", "8", "TRAINER.FAIR.TOPK_CROPS", "6")))],
+            ("2.0", ("TRAINER.FAIR.N_CROPS", "8", "TRAINER.FAIR.TOPK_CROPS", "6")),
+            # fourth round: FAIRNESS_WEIGHT 4 was best, so one step further and with GAMMA 0.3
+            ("8.0", ()), ("4.0", ("TRAINER.FAIR.GAMMA", "0.3")),
+            # fifth round: still rising at 8
+            ("16.0", ()), ("8.0", ("OPTIM.MAX_EPOCH", "8")), ("8.0", ("OPTIM.LR", "0.0005")),
+            # sixth round: STUDENT_FUSION again at FAIRNESS_WEIGHT 8 (the spec's 0.5, and 0.0)
+            ("8.0", ("TRAINER.FAIR.STUDENT_FUSION", "0.5")), ("8.0", ("TRAINER.FAIR.STUDENT_FUSION", "0.0")))],
     ],
     "ReCLIP": [
         ("OPTIM.LR", lr, "TRAINER.RECLIP.TEXT_LR", lr, "OPTIM.MAX_EPOCH", ep, "DATASET.ADAPT_SPLIT", "train")
