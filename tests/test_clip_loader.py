@@ -143,3 +143,10 @@ def test_tiny_factory_size_and_class():
     n = sum(p.numel() for p in model.parameters())
     assert isinstance(model, CLIP) and 2e5 < n < 5e6
     assert cl.build_tiny_clip(arch="rn").visual.input_resolution == 32
+
+
+def test_a_garbage_checkpoint_file_is_an_error_naming_the_file(tmp_path):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(cl.CheckpointError, match=r"cannot read CLIP checkpoint .*broken\.pt \(MODEL\.BACKBONE\.NAME\)"):
+        cl.load_clip(bad)

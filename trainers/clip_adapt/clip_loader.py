@@ -146,7 +146,9 @@ def read_state_dict(path):
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"cannot read CLIP checkpoint {path}: {e}") from e
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(f"cannot read CLIP checkpoint {path} (MODEL.BACKBONE.NAME): expected OpenAI's "
+                              f"TorchScript .pt or a state dict saved with torch.save; torch.load said: {first}") from e
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or "visual.conv1.weight" not in {k.removeprefix("module.") for k in obj}:
