@@ -97,14 +97,28 @@ def main(args):
     print("Collecting env info ...")
     print(f"** System info **\n{collect_env_info()}\n")
 
-    trainer = build_trainer(cfg)
-    if args.eval_only:
-        trainer.load_model(args.model_dir, epoch=args.load_epoch)
-        trainer.test()
-        trainer.write_results(eval_only=True, model_dir=args.model_dir)
-        return
-    if not args.no_train:
-        trainer.train()
+    try:
+        trainer = build_trainer(cfg)
+        if args.eval_only:
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            trainer.test()
+            trainer.write_results(eval_only=True, model_dir=args.model_dir)
+            return
+        if not args.no_train:
+            trainer.train()
+    except _input_errors() as e:  # bad data, checkpoint or description file: the message names it
+        print(f"ERROR: {e}", flush=True)  # into log.txt (Dassl's logger tees stdout)
+        sys.exit(f"error: {e}")
+
+
+def _input_errors():
+    """Errors about the user's inputs (dataset files, CLIP checkpoint, class descriptions): reported as one message
+    naming the file, without a traceback."""
+    from trainers.clip_adapt.clip_loader import CheckpointError
+    from trainers.clip_adapt.data.errors import DatasetError
+    from trainers.clip_adapt.fair.descriptions import DescriptionsError
+
+    return DatasetError, CheckpointError, DescriptionsError
 
 
 def build_parser():

@@ -137,3 +137,16 @@ def test_train_py_names_the_yaml_file_with_a_bad_key(tmp_path):
     bad.write_text("OPTIM:\n  LEARNING_RATE: 0.1\n")
     res = _train_py("--config-file", str(bad))
     assert res.returncode != 0 and "bad.yaml" in res.stderr and "LEARNING_RATE" in res.stderr
+
+
+def test_train_py_reports_a_missing_dataset_folder_as_one_message_in_stderr_and_log(tmp_path, tiny_clip_path):
+    out = tmp_path / "out"
+    res = _train_py("--root", str(tmp_path / "data"), "--seed", "1", "--trainer", "ZeroshotCLIP",
+                    "--dataset-config-file", "configs/datasets/cub.yaml",
+                    "--config-file", "configs/trainers/ZeroshotCLIP/vit_b16.yaml", "--output-dir", str(out),
+                    "--eval-only", "MODEL.BACKBONE.NAME", str(tiny_clip_path))
+    missing = str(tmp_path / "data" / "CUB_200_2011")
+    assert res.returncode != 0
+    assert f"error: missing dataset folder: {missing}" in res.stderr and "how to obtain it" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert f"ERROR: missing dataset folder: {missing}" in (out / "log.txt").read_text()
