@@ -67,6 +67,10 @@ GRID = {
               ("TRAINER.DAC.TEXT_GAMMA", "0.5"), ("TRAINER.DAC.TEXT_GAMMA", "2.0"),
               ("TRAINER.DAC.CONTRAST_TEMP", "0.03"), ("TRAINER.DAC.CONTRAST_TEMP", "0.2"),
               ("TRAINER.DAC.AUG_PASSES", "5"), ("TRAINER.DAC.AUG_PASSES", "20"))],
+        # third round: the augmentation of the cached views (a 0.5-1 area crop cuts a 28 px garment on 32 px hard)
+        *[("DATASET.NUM_SHOTS", "4", "TRAINER.DAC.EPOCH_VIEWS", "one", "OPTIM.LR", "0.001", "OPTIM.MAX_EPOCH", "100",
+           *kv) for kv in (("INPUT.RRCROP_SCALE", "(0.8, 1.0)"),
+                           ("INPUT.TRANSFORMS", "['random_flip', 'normalize']"))],
     ],
     "ZeroshotCLIP": [()],  # the reference: zero-shot accuracy on val
 }
