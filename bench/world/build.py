@@ -19,7 +19,6 @@ Everything is deterministic: the same parameters rebuild the same files. An exis
 the same parameters is reused; different parameters (or --force) rebuild it.
 """
 import argparse
-import hashlib
 import json
 import shutil
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from trainers.clip_adapt.data.splits import write_split
+from trainers.clip_adapt.download import file_digest
 
 from . import fashion_mnist, shift, train_clip
 
@@ -112,10 +112,6 @@ def _load(path):
     return load_clip(path)
 
 
-def _sha256(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def build(root, force=False, params=PARAMS):
     """Build (or reuse) the world under `root`; returns the world.json record.
 
@@ -171,8 +167,8 @@ def build(root, force=False, params=PARAMS):
         "counts": counts,
         "source_counts": source_counts,
         "checkpoint": str(root / CHECKPOINT),
-        "checkpoint_sha256": _sha256(root / CHECKPOINT),
-        "split_sha256": _sha256(root / DATASET_DIR / SPLIT_FILE),
+        "checkpoint_sha256": file_digest(root / CHECKPOINT),
+        "split_sha256": file_digest(root / DATASET_DIR / SPLIT_FILE),
         "val_zero_shot": {"clean": round(train_clip.zero_shot_accuracy(model, clean, labels[idx]), 2),
                           "shifted": round(train_clip.zero_shot_accuracy(model, shifted, labels[idx]), 2)},
     }

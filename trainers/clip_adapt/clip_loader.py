@@ -46,10 +46,6 @@ def default_cache_dir():
     return Path(os.environ.get("CLIP_CACHE_DIR") or Path.home() / ".cache" / "clip")
 
 
-def file_sha256(path):
-    return file_digest(path, "sha256")
-
-
 def checkpoint_fingerprint(path):
     """sha256 of a checkpoint file, memoised in a `<file>.sha256.json` stamp keyed by size and mtime.
 
@@ -65,7 +61,7 @@ def checkpoint_fingerprint(path):
             return data["sha256"]
     except (OSError, ValueError, KeyError):
         pass
-    digest = file_sha256(path)
+    digest = file_digest(path, "sha256")
     try:
         stamp.write_text(json.dumps({**key, "sha256": digest}))
     except OSError:  # read-only location: fine, just not memoised

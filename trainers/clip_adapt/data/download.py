@@ -10,14 +10,10 @@ from ..download import ChecksumError, download_verified, file_digest
 from .errors import DatasetError
 
 
-def md5sum(path):
-    return file_digest(path, "md5")
-
-
 def fetch(url, dest, md5):
     """Download `url` to `dest` unless a file with the right MD5 is already there (trainers/clip_adapt/download.py)."""
     dest = Path(dest)
-    if dest.is_file() and md5sum(dest) == md5:
+    if dest.is_file() and file_digest(dest, "md5") == md5:
         return dest
     try:
         return download_verified(url, dest, md5, "md5")
