@@ -1,14 +1,12 @@
 """The DAC Dassl trainer (trainers/dac.py) on a tiny CLIP and a few 32 px images: the spec's expected behaviour that
 needs the trainer (methods/DAC.md), few-shot splits, val-only search, feature-cache reuse, exact resume, eval-only on
 another class set, and scripts/dac/main.sh end to end. Needs Dassl (skipped with a reason without it)."""
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from tests.conftest import REPO, register_fixture_dataset
 
@@ -302,11 +300,9 @@ def test_configs_hold_the_spec_defaults():
 
 
 # ---- scripts/dac/main.sh end to end (needs the project's dataset fixtures) -------------------------------------
-HAVE_FIXTURES = importlib.util.find_spec("tests.dataset_fixtures") is not None
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE_FIXTURES, reason="tests/dataset_fixtures.py (fixture dataset builders) is missing")
 def test_main_sh_end_to_end(script_env, tiny_clip_path):
     from tests import dataset_fixtures
 
@@ -337,7 +333,6 @@ def test_main_sh_end_to_end(script_env, tiny_clip_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE_FIXTURES, reason="tests/dataset_fixtures.py (fixture dataset builders) is missing")
 def test_ood_sh_end_to_end(script_env, tiny_clip_path):
     """ImageNet fixture (3 classes) -> ImageNet-V2 (same classes) and ImageNet-A (a 2-class subset), real train.py."""
     from tests import dataset_fixtures

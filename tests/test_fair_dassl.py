@@ -1,5 +1,4 @@
 """The FAIR Dassl trainer on a tiny CLIP and a few 32 px images (needs Dassl; skipped with a reason without it)."""
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
@@ -154,11 +153,9 @@ def test_bad_config_values_name_the_key(build, tmp_path):
 
 
 # ---- scripts/fair/main.sh end to end (needs the project's dataset fixtures) -----------------------------------
-HAVE_FIXTURES = importlib.util.find_spec("tests.dataset_fixtures") is not None
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE_FIXTURES, reason="tests/dataset_fixtures.py (fixture dataset builders) is missing")
 def test_main_sh_end_to_end(script_env, tiny_clip_path, tmp_path):
     from tests import dataset_fixtures
 

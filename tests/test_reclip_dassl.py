@@ -1,5 +1,4 @@
 """The ReCLIP Dassl trainer on a tiny CLIP and a few 32 px images (needs Dassl; skipped with a reason without it)."""
-import importlib.util
 import subprocess
 from pathlib import Path
 
@@ -107,11 +106,9 @@ def test_bad_adapt_split_names_the_key(build, tmp_path):
 
 
 # ---- scripts/reclip/main.sh end to end (needs the project's dataset fixtures) -----------------------------
-HAVE_FIXTURES = importlib.util.find_spec("tests.dataset_fixtures") is not None
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE_FIXTURES, reason="tests/dataset_fixtures.py (fixture dataset builders) is missing")
 @pytest.mark.parametrize("mode", ["transductive", "inductive"])
 def test_main_sh_end_to_end(mode, script_env, tiny_clip_path, tmp_path):
     from tests import dataset_fixtures

@@ -1,7 +1,5 @@
 """End to end (Dassl, tiny CLIP, fixture dataset): `python -m tools.sweep` for zero-shot CLIP (2 seeds) and FAIR
 (1 epoch), then `python -m tools.results` with a baselines file -> our rows, the published row, Δ, and the PNG."""
-import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +9,6 @@ import pytest
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.dassl
-HAVE_FIXTURES = importlib.util.find_spec("tests.dataset_fixtures") is not None
 
 TINY = ["INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0"]
 
@@ -22,7 +19,6 @@ def _run(module, env, *args):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not HAVE_FIXTURES, reason="tests/dataset_fixtures.py (fixture dataset builders) is missing")
 def test_sweep_then_results_prints_leaderboard_and_writes_png(script_env, tiny_clip_path, tmp_path):
     from tests import dataset_fixtures
 

@@ -1,6 +1,5 @@
 """Zero-shot CLIP through scripts/zsclip/main.sh -> train.py on a fixture dataset of real image files, with a tiny
 CLIP checkpoint: it prints an accuracy, writes results.json, and a second invocation skips the finished seed."""
-import importlib.util
 import json
 import re
 import subprocess
@@ -11,7 +10,6 @@ import pytest
 from tests.conftest import REPO, register_fixture_dataset
 
 pytestmark = pytest.mark.dassl
-HAVE_FIXTURES = importlib.util.find_spec("tests.dataset_fixtures") is not None
 
 
 def _zsclip(env, dataset, *opts):
@@ -19,7 +17,6 @@ def _zsclip(env, dataset, *opts):
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.skipif(not HAVE_FIXTURES, reason="tests/dataset_fixtures.py (fixture dataset builders) is missing")
 def test_main_sh_prints_accuracy_then_skips_the_finished_seed(script_env, tiny_clip_path):
     from tests import dataset_fixtures
 
