@@ -20,16 +20,13 @@ from trainers.clip_adapt.data.loader import load_dataset, open_image
 from trainers.clip_adapt.data.splits import carve_val, fewshot, read_split, subsample_classes, write_split
 from trainers.clip_adapt.prompts import DATASET_CLASSES
 
-HAVE_OFFICIAL = catalog.official_module() is not None
-OFFICIAL_REASON = "trainers/clip_adapt/data/official.py (official-archive readers) is absent"
 ISSUE_DATASETS = ("cub", "birdsnap", "stanford_dogs", "nabirds", "caltech101", "oxford_pets", "stanford_cars",
                   "oxford_flowers", "food101", "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101", "resisc45",
                   "imagenet", "imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r", "cifar10", "cifar100")
 
 
 def _names_param():
-    return [pytest.param(n, marks=pytest.mark.skipif(n in catalog.OFFICIAL_NAMES and not HAVE_OFFICIAL,
-                                                     reason=OFFICIAL_REASON)) for n in catalog.NAMES]
+    return list(catalog.NAMES)
 
 
 def _per_class(items):
@@ -279,8 +276,6 @@ def test_catalog_covers_every_dataset_and_configs_name_its_registry_class():
         text = (REPO / "configs" / "datasets" / f"{short}.yaml").read_text()
         assert re.search(rf'NAME:\s*"?{reg}"?\s*$', text, re.M), short
         assert f"class {reg}(CLIPAdaptDataset)" in (REPO / "datasets" / f"{short}.py").read_text()
-        if short in catalog.OFFICIAL_NAMES and not HAVE_OFFICIAL:
-            continue
         info = catalog.get(short)
         assert info.url.startswith("http") and info.counts.get("test") and info.counts.get("classes")
         if info.coop_split and short in ISSUE_DATASETS:  # CoOp's own split files
@@ -341,8 +336,6 @@ def test_fetch_verifies_md5(tmp_path):
 
 def test_only_verified_archives_are_downloadable():
     for name in catalog.NAMES:
-        if name in catalog.OFFICIAL_NAMES and not HAVE_OFFICIAL:
-            continue
         for dl in catalog.get(name).downloads:
             assert dl.url.startswith("https://") and re.fullmatch(r"[0-9a-f]{32}", dl.md5)
 
@@ -364,7 +357,6 @@ def test_download_extracts_a_verified_archive_then_loads(tmp_path, monkeypatch):
     assert len(d.test) == 9 and (root / "downloads" / "dtd.tar.gz").is_file()
 
 
-@pytest.mark.skipif(not HAVE_OFFICIAL, reason=OFFICIAL_REASON)
 def test_check_reports_missing_official_metadata(tmp_path, capsys):
     build_fixture_dataset(tmp_path, "cub")
     (tmp_path / "CUB_200_2011" / "images.txt").unlink()

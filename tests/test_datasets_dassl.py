@@ -12,8 +12,6 @@ from trainers.clip_adapt.data import catalog
 from trainers.clip_adapt.prompts import DATASET_CLASSES
 
 pytestmark = pytest.mark.dassl
-HAVE_OFFICIAL = catalog.official_module() is not None
-OFFICIAL_REASON = "trainers/clip_adapt/data/official.py (official-archive readers) is absent"
 
 
 def _cfg(root, name, *opts):
@@ -45,8 +43,7 @@ def _per_class(items):
     return counts
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.skipif(
-    n in catalog.OFFICIAL_NAMES and not HAVE_OFFICIAL, reason=OFFICIAL_REASON)) for n in catalog.NAMES])
+@pytest.mark.parametrize("name", catalog.NAMES)
 def test_every_dataset_builds_through_dassl(name, tmp_path):
     build_fixture_dataset(tmp_path, name)
     cfg = _cfg(tmp_path, name)
@@ -145,8 +142,6 @@ def test_allow_missing_leaves_out_absent_birdsnap_images_and_lists_them(tmp_path
     missing_images.txt and counted; without it the same tree is an error naming a missing path."""
     from trainers.clip_adapt.data.errors import DatasetError
 
-    if not HAVE_OFFICIAL:
-        pytest.skip(OFFICIAL_REASON)
     build_fixture_dataset(tmp_path, "birdsnap")
     images = sorted((tmp_path / "birdsnap").rglob("*.jpg"))
     gone = images[0]

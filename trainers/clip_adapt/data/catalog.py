@@ -11,6 +11,7 @@ Layouts of the 11 CoOp datasets and the 4 ImageNet variants follow CoOp's DATASE
 from dataclasses import dataclass, field
 
 from ..prompts import DATASET_CLASSES
+from . import official
 
 # readers (see loader.py)
 COOP_SPLIT = "coop_split"  # CoOp's split_zhou_*.json + an image folder
@@ -166,35 +167,21 @@ OFFICIAL_NAMES = ("cub", "nabirds", "birdsnap", "stanford_dogs", "resisc45", "ci
 _EXTRACT_INTO = {"cub": "root", "cifar10": "dataset", "cifar100": "dataset"}
 
 
-def official_module():
-    """official.py (the official-archive readers), or None while it is absent."""
-    try:
-        from . import official
-    except ModuleNotFoundError as e:
-        if e.name and not e.name.endswith(".official"):
-            raise
-        return None
-    return official
-
-
 def _official_entry(short):
-    mod = official_module()
-    if mod is None:
-        return DatasetInfo(short=short, folder=short, reader=OFFICIAL, url="", counts={"val": None},
-                           obtain="trainers/clip_adapt/data/official.py (the official-archive readers) is absent")
-    url = mod.OFFICIAL_URLS[short]
+    url = official.OFFICIAL_URLS[short]
     downloads = ()
-    if short in getattr(mod, "OFFICIAL_MD5", {}):
-        downloads = (Download(url, mod.OFFICIAL_MD5[short], url.rsplit("/", 1)[-1], _EXTRACT_INTO[short]),)
-    counts = dict(mod.OFFICIAL_COUNTS[short])
+    if short in official.OFFICIAL_MD5:
+        downloads = (Download(url, official.OFFICIAL_MD5[short], url.rsplit("/", 1)[-1], _EXTRACT_INTO[short]),)
+    counts = dict(official.OFFICIAL_COUNTS[short])
     counts.setdefault("val", None)
-    return DatasetInfo(short=short, folder=mod.OFFICIAL_DIRS[short], reader=OFFICIAL, url=url,
-                       obtain=mod.OFFICIAL_HINTS[short], counts=counts, downloads=downloads)
+    return DatasetInfo(short=short, folder=official.OFFICIAL_DIRS[short], reader=OFFICIAL, url=url,
+                       obtain=official.OFFICIAL_HINTS[short], counts=counts, downloads=downloads)
 
 
 _CATALOG = {e.short: e for e in _ENTRIES}
 NAMES = tuple(DATASET_CLASSES)  # every short name, in DATASET_CLASSES order
 COOP_NAMES = tuple(n for n in NAMES if n in _CATALOG)
+_CATALOG.update((short, _official_entry(short)) for short in OFFICIAL_NAMES)
 
 
 def get(short):
@@ -204,9 +191,7 @@ def get(short):
     key = short_name(short)
     if key in _CATALOG:
         return _CATALOG[key]
-    if key in OFFICIAL_NAMES:
-        return _official_entry(key)
     raise KeyError(f"unknown dataset {short!r}; known: {', '.join(NAMES)}")
 
 
-assert set(_CATALOG) | set(OFFICIAL_NAMES) == set(DATASET_CLASSES), "catalog and prompts.DATASET_CLASSES disagree"
+assert set(_CATALOG) == set(DATASET_CLASSES), "catalog and prompts.DATASET_CLASSES disagree"

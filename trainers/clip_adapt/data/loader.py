@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import catalog
+from . import catalog, official
 from .errors import DatasetError, require_dir, require_file
 from .splits import (carve_val, classnames_of, fewshot_cached, read_split, subsample_classes, write_split)
 
@@ -126,11 +126,7 @@ def build_split(info, root, dataset_dir, allow_missing=False):
             raise DatasetError(f"no images in {image_dir}/<label>/", image_dir)
         return {"train": [], "val": None, "test": test}
     if info.reader == catalog.OFFICIAL:
-        mod = catalog.official_module()
-        if mod is None:
-            raise DatasetError(f"no reader for {info.short}: trainers/clip_adapt/data/official.py is absent",
-                               dataset_dir)
-        reader = mod.READERS[info.short]
+        reader = official.READERS[info.short]
         if allow_missing and "allow_missing" in inspect.signature(reader).parameters:
             split = reader(Path(dataset_dir), allow_missing=True)
             if split.missing:  # left out of the split file written once: reported, never silent
