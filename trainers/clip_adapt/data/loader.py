@@ -267,8 +267,9 @@ def load_dataset(name, root, num_shots=0, seed=1, subsample="all", val_fraction=
         train, val, test = subsample_classes(subsample, train, val, test)
         if str(subsample).lower() != "all":
             classnames = classnames_of(split_file, train, val, test)
-        for items in (train, val, test):
-            verify_exist(items, image_root, split_file)
+        if not allow_missing:  # (with it, drop_missing above already left out every absent image)
+            for items in (train, val, test):
+                verify_exist(items, image_root, split_file)
     except DatasetError as e:
         raise e.with_hint(info.hint()) from e.__cause__
 
