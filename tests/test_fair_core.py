@@ -463,3 +463,51 @@ def test_trainer_configs_hold_the_spec_optimisation(name, backbone):
     assert o["LR_SCHEDULER"] == "cosine" and cfg["DATALOADER"]["TRAIN_X"]["BATCH_SIZE"] == 64
     f = cfg["TRAINER"]["FAIR"]
     assert (f["N_CROPS"], f["TOPK_CROPS"], f["GAMMA"], f["TAU_V"]) == (8, 6, 0.5, 1.0)
+
+
+# ---- mean teacher (TRAINER.FAIR.TEACHER_EMA) --------------------------------------------------------------------
+def _step(model, seed):
+    optim_cfg = type("O", (), dict(NAME="adamw", LR=5e-2, WEIGHT_DECAY=0.0, MOMENTUM=0.9, ADAM_BETA1=0.9,
+                                   ADAM_BETA2=0.999))()
+    opt = build_optimizer(model.param_groups(0.0), optim_cfg)
+    loss, _ = model.loss(_images(4, seed), _images(4, seed + 1), generator=torch.Generator().manual_seed(seed))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    model.update_teacher()
+
+
+def test_ema_teacher_labels_with_the_averaged_weights_and_gives_the_student_its_own_back():
+    m = 0.75
+    model, *_ = _build(settings=FAIRSettings(n_crops=3, topk_crops=2, teacher_ema=m))
+    start = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    _step(model, 0)
+    after = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert any(not torch.equal(after[n], start[n]) for n in start)
+    for n in start:  # EMA <- m * EMA + (1 - m) * current, the EMA starting from the initial weights
+        assert torch.allclose(model.teacher_state[n], m * start[n] + (1 - m) * after[n], atol=1e-6)
+    x = _images(4, seed=7)
+    pl, zs, _, _ = model.teacher(x, generator=torch.Generator().manual_seed(3))
+    # the student's weights are back, bit-identical, after the teacher pass
+    assert all(torch.equal(p, after[n]) for n, p in model.named_parameters() if p.requires_grad)
+    # the same pass on a copy that holds the EMA weights as its own gives the same logits
+    twin, *_ = _build(settings=FAIRSettings(n_crops=3, topk_crops=2))
+    with torch.no_grad():
+        for n, p in twin.named_parameters():
+            if n in model.teacher_state:
+                p.copy_(model.teacher_state[n])
+    pl_twin, zs_twin, _, _ = twin.teacher(x, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(zs, zs_twin, atol=1e-5) and torch.equal(pl.labels, pl_twin.labels)
+    # and differs from the current weights' pass
+    current, *_ = _build(settings=FAIRSettings(n_crops=3, topk_crops=2))
+    current.load_state_dict(model.state_dict())
+    _, zs_current, _, _ = current.teacher(x, generator=torch.Generator().manual_seed(3))
+    assert not torch.allclose(zs, zs_current, atol=1e-5)
+
+
+def test_teacher_ema_zero_keeps_no_copy_and_out_of_range_is_named():
+    model, *_ = _build(settings=FAIRSettings(n_crops=3, topk_crops=2))
+    _step(model, 0)
+    assert model.teacher_state is None
+    with pytest.raises(ValueError, match="TEACHER_EMA"):
+        _build(settings=FAIRSettings(teacher_ema=1.0))

@@ -109,7 +109,8 @@ def test_full_run_logs_diagnostics_and_saves_small_checkpoints(build, tmp_path, 
 
 
 def test_resume_continues_exactly(build, tmp_path):
-    opts = ("TRAINER.FAIR.DIST_ALIGN", "True")
+    # distribution alignment and the mean teacher both carry state across epochs: both must survive the resume
+    opts = ("TRAINER.FAIR.DIST_ALIGN", "True", "TRAINER.FAIR.TEACHER_EMA", "0.9")
     full = build(tmp_path / "full", "OPTIM.MAX_EPOCH", "2", *opts)
     full.train()
     first = build(tmp_path / "resumed", "OPTIM.MAX_EPOCH", "2", *opts)
@@ -123,6 +124,10 @@ def test_resume_continues_exactly(build, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     torch.testing.assert_close(full.model.dist_align.mean, resumed.model.dist_align.mean, rtol=0, atol=0)
+    assert set(full.model.teacher_state) == set(a)
+    for k in a:
+        torch.testing.assert_close(full.model.teacher_state[k], resumed.model.teacher_state[k], rtol=0, atol=0)
+    assert any(not torch.equal(full.model.teacher_state[k], a[k]) for k in a)  # the EMA lags the trained weights
     assert full.last_result == resumed.last_result
 
 

@@ -59,6 +59,7 @@ def extend_cfg(cfg):
     cfg.TRAINER.FAIR.STRONG_CROP_SCALE = (0.5, 1.0)  # strong view: RandomResizedCrop area range before RandAugment
     cfg.TRAINER.FAIR.DESCRIPTIONS_DOWNLOAD = True  # fetch the dataset's default description file if not cached
     cfg.TRAINER.FAIR.TRAIN_CLASSIFIER = False  # also train the class-name text classifier of the student
+    cfg.TRAINER.FAIR.TEACHER_EMA = 0.0  # 0: pseudo-labels from the current weights; m > 0: from their EMA (momentum m)
     cfg.TRAINER.FAIR.AMBIGUITY_RATIO = 0.5  # logging: a sample is "ambiguous" when p_top2 / p_top1 >= this
 
     # ---- ReCLIP (methods/RECLIP.md) ----------------------------------------------------------------------

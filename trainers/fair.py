@@ -128,6 +128,7 @@ class FAIR(CLIPAdaptTrainer):
         else:
             loss.backward()
             optim.step()
+        self.model.update_teacher()
         stats = self.model.step_statistics(out)
         self._log_step(batch["index"], out, stats)
         if self.batch_idx + 1 == self.num_batches:
@@ -197,6 +198,8 @@ class FAIR(CLIPAdaptTrainer):
         state = {}
         if self.model.dist_align is not None:
             state["dist_align"] = self.model.dist_align.state_dict()
+        if self.model.teacher_state is not None:
+            state["teacher_ema"] = {n: t.cpu() for n, t in self.model.teacher_state.items()}
         if self.scaler is not None:
             state["scaler"] = self.scaler.state_dict()
         return state
@@ -204,6 +207,8 @@ class FAIR(CLIPAdaptTrainer):
     def load_extra_state(self, state):
         if "dist_align" in state and self.model.dist_align is not None:
             self.model.dist_align.load_state_dict(state["dist_align"])
+        if "teacher_ema" in state:
+            self.model.teacher_state = {n: t.to(self.device) for n, t in state["teacher_ema"].items()}
         if "scaler" in state and self.scaler is not None:
             self.scaler.load_state_dict(state["scaler"])
 

@@ -5,6 +5,7 @@ One training step (`FAIRModel.loss`): the weak view and its N crops go through t
 (teacher: zero-shot + LAS -> fused pseudo-labels and ambiguity weights), the strong view goes through it once with
 gradient (student), then the weighted CE + fairness loss. That is N + 2 image-encoder passes and one backward.
 """
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
 import torch
@@ -31,6 +32,7 @@ class FAIRSettings:
     dist_align: bool = False
     dist_align_momentum: float = 0.999
     ambiguity_ratio: float = 0.5
+    teacher_ema: float = 0.0
 
     @classmethod
     def from_cfg(cls, fair_cfg):
@@ -75,6 +77,9 @@ class FAIRModel(nn.Module):
         self.register_buffer("logit_scale", torch.as_tensor(float(logit_scale)))
         self.dist_align = (DistributionAlignment(cda.num_classes, self.settings.dist_align_momentum)
                            if self.settings.dist_align else None)
+        if not 0 <= self.settings.teacher_ema < 1:
+            raise ValueError(f"TRAINER.FAIR.TEACHER_EMA must be in [0, 1), got {self.settings.teacher_ema}")
+        self.teacher_state = None  # EMA of the trainable tensors (TEACHER_EMA > 0), made at the first teacher pass
         self.freeze()
 
     # ---- what trains ----------------------------------------------------------------------------------------
@@ -132,12 +137,49 @@ class FAIRModel(nn.Module):
         g = self.encode(images)
         return g, g.unsqueeze(1), torch.ones(g.shape[0], 1, device=g.device, dtype=g.dtype)
 
+    # ---- teacher weights ----------------------------------------------------------------------------------------
+    def _trainable(self):
+        return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def update_teacher(self):
+        """After an optimiser step: EMA <- m * EMA + (1 - m) * current, m = TEACHER_EMA (no-op when 0)."""
+        m = self.settings.teacher_ema
+        if m <= 0:
+            return
+        if self.teacher_state is None:
+            self.teacher_state = {n: p.detach().clone() for n, p in self._trainable()}
+        for n, p in self._trainable():
+            self.teacher_state[n].mul_(m).add_(p.detach(), alpha=1 - m)
+
+    @contextmanager
+    def _teacher_weights(self):
+        """Run the pseudo-labelling pass with the EMA weights (TEACHER_EMA > 0) or the current ones (0: the
+        spec's reading, where teacher and student share the weights). The student's weights are put back after."""
+        if self.settings.teacher_ema <= 0:
+            yield
+            return
+        if self.teacher_state is None:
+            self.teacher_state = {n: p.detach().clone() for n, p in self._trainable()}
+        saved = {}
+        try:
+            for n, p in self._trainable():
+                saved[n] = p.data
+                p.data = self.teacher_state[n].to(p.device, p.dtype)
+            yield
+        finally:
+            for n, p in self._trainable():
+                if n in saved:
+                    p.data = saved[n]
+
     @torch.no_grad()
     def teacher(self, weak, generator=None, update_alignment=True):
-        """Pseudo-labels from the weak view and its crops (parts 3-6); no gradient."""
+        """Pseudo-labels from the weak view and its crops (parts 3-6); no gradient. The weights are the current
+        ones, or their EMA with TRAINER.FAIR.TEACHER_EMA > 0 (a mean-teacher, as in MUST on which FAIR builds)."""
         s = self.settings
-        g, f, w = self._local_features(weak, True, generator)
-        zs, las = self.zs_logits(g), self.las_logits(f, w)
+        with self._teacher_weights():
+            g, f, w = self._local_features(weak, True, generator)
+            zs, las = self.zs_logits(g), self.las_logits(f, w)
         align = None
         if self.dist_align is not None:
             align = (lambda p: self.dist_align(p, update=update_alignment))
