@@ -38,7 +38,7 @@ SOURCE_SPLIT_FILE = "split_fashion_mnist_source.json"
 CHECKPOINT = "clip_fashion_mnist.pt"
 PARAMS = {
     "clip": {"steps": 880, "batch_size": 128, "lr": 1e-3, "seed": 0, "holdout": train_clip.HOLDOUT,
-             "arch": train_clip.ARCH},
+             "arch": train_clip.ARCH},  # "loss": train_clip.LOSSES key, absent = "multi_positive"
     "shift": {"blur_sigma": shift.BLUR_SIGMA, "noise_sigma": shift.NOISE_SIGMA, "seed": 0},
     "splits": {"train_per_class": 100, "val_per_class": 50, "test_per_class": 200, "seed": 0},
 }
@@ -139,7 +139,8 @@ def build(root, force=False, params=PARAMS):
         print(f"world: reusing the CLIP checkpoint {ckpt}")
         model = _load(ckpt)
     else:
-        model = train_clip.train(ckpt, steps=cp["steps"], batch_size=cp["batch_size"], lr=cp["lr"], seed=cp["seed"])
+        model = train_clip.train(ckpt, steps=cp["steps"], batch_size=cp["batch_size"], lr=cp["lr"], seed=cp["seed"],
+                                 loss=cp.get("loss", "multi_positive"), arch=cp["arch"])
     t_clip = time.time() - t0
     same_domain = old is not None and all(old.get(k) == params[k] for k in ("shift", "splits"))
     if force or not same_domain or not split_file.is_file():

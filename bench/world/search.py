@@ -52,6 +52,11 @@ GRID = {
             ("16.0", ()), ("8.0", ("OPTIM.MAX_EPOCH", "8")), ("8.0", ("OPTIM.LR", "0.0005")),
             # sixth round: STUDENT_FUSION again at FAIRNESS_WEIGHT 8 (the spec's 0.5, and 0.0)
             ("8.0", ("TRAINER.FAIR.STUDENT_FUSION", "0.5")), ("8.0", ("TRAINER.FAIR.STUDENT_FUSION", "0.0")))],
+        # seventh round (session 3): a mean teacher (TEACHER_EMA), at the chosen config, 5 and 10 epochs; every row
+        # names the keys world.yaml now sets, so it means the same after the winner is written there
+        *[("OPTIM.LR", "0.0003", "OPTIM.MAX_EPOCH", ep, "TRAINER.FAIR.STUDENT_FUSION", "0.0",
+           "TRAINER.FAIR.FAIRNESS_WEIGHT", "8.0", "TRAINER.FAIR.TEACHER_EMA", m)
+          for ep in ("5", "10") for m in ("0.0", "0.9", "0.99", "0.999")],
     ],
     "ReCLIP": [
         ("OPTIM.LR", lr, "TRAINER.RECLIP.TEXT_LR", lr, "OPTIM.MAX_EPOCH", ep, "DATASET.ADAPT_SPLIT", "train")
@@ -111,6 +116,7 @@ def main(argv=None):
     p.add_argument("--root", default="data/world")
     p.add_argument("--output", default="output/world_search")
     p.add_argument("--methods", nargs="+", default=list(SHORT), choices=list(SHORT))
+    p.add_argument("--match", default="", help="only the grid rows whose text contains this (e.g. TEACHER_EMA)")
     a = p.parse_args(argv)
     root, output = Path(a.root).resolve(), Path(a.output).resolve()
     build.build(root)
@@ -118,6 +124,8 @@ def main(argv=None):
         trainer = SHORT[m]
         scores = {}
         for opts in GRID[trainer]:
+            if a.match and a.match not in " ".join(opts) and opts:
+                continue
             accs = [run_candidate(trainer, opts, root, output, seed) for seed in SEARCH_SEEDS.get(trainer, (1,))]
             scores[opts] = None if None in accs else sum(accs) / len(accs)
             if len(accs) > 1 and scores[opts] is not None:

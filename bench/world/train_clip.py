@@ -32,11 +32,11 @@ ARCH = dict(embed_dim=64, image_resolution=32, vision_layers=6, vision_width=64,
             context_length=77, vocab_size=49408, transformer_width=128, transformer_heads=2, transformer_layers=3)
 
 
-def build_model(seed):
+def build_model(seed, arch=None):
     from clip.model import CLIP
 
     torch.manual_seed(seed)
-    return CLIP(**ARCH).float()
+    return CLIP(**(arch or ARCH)).float()
 
 
 def multi_positive_loss(image_features, text_features, labels, logit_scale):
@@ -65,7 +65,20 @@ def zero_shot_accuracy(model, images, labels, template="a photo of a {}.", batch
     return 100.0 * correct / len(images)
 
 
-def train(out, steps=880, batch_size=128, lr=1e-3, weight_decay=0.1, warmup=50, seed=0, threads=2, log_every=50):
+def infonce_loss(image_features, text_features, labels, logit_scale):
+    """CLIP's plain symmetric InfoNCE: only the i-th caption is the i-th image's positive (labels unused)."""
+    logits = logit_scale * image_features @ text_features.t()
+    target = torch.arange(len(logits))
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+
+LOSSES = {"multi_positive": multi_positive_loss, "infonce": infonce_loss}
+
+
+def train(out, steps=880, batch_size=128, lr=1e-3, weight_decay=0.1, warmup=50, seed=0, threads=2, log_every=50,
+          loss="multi_positive", arch=None):
+    if loss not in LOSSES:
+        raise ValueError(f"unknown CLIP training loss {loss!r} (params['clip']['loss']); one of {sorted(LOSSES)}")
     torch.set_num_threads(threads)
     import clip
 
@@ -74,7 +87,7 @@ def train(out, steps=880, batch_size=128, lr=1e-3, weight_decay=0.1, warmup=50, 
     captions = class_captions()
     tokens = [clip.tokenize(c) for c in captions]  # per class: n_captions x 77
 
-    model = build_model(seed)
+    model = build_model(seed, arch)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     other = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
@@ -92,15 +105,15 @@ def train(out, steps=880, batch_size=128, lr=1e-3, weight_decay=0.1, warmup=50, 
         text = torch.stack([tokens[c][k] for c, k in zip(y, pick)])
         img_f = F.normalize(model.encode_image(shift.to_tensor(images[idx])), dim=-1)
         txt_f = F.normalize(model.encode_text(text), dim=-1)
-        loss = multi_positive_loss(img_f, txt_f, torch.from_numpy(y), model.logit_scale.exp())
+        value = LOSSES[loss](img_f, txt_f, torch.from_numpy(y), model.logit_scale.exp())
         optim.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         optim.step()
         sched.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         if (step + 1) % log_every == 0 or step == 0:
-            print(f"step {step + 1}/{steps} loss {loss.item():.4f} lr {sched.get_last_lr()[0]:.2e} "
+            print(f"step {step + 1}/{steps} loss {value.item():.4f} lr {sched.get_last_lr()[0]:.2e} "
                   f"({time.time() - t0:.0f} s)", flush=True)
     model.eval()
     out = Path(out)
@@ -122,8 +135,11 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--loss", choices=sorted(LOSSES), default="multi_positive")
+    p.add_argument("--embed-dim", type=int, default=ARCH["embed_dim"])
     a = p.parse_args(argv)
-    model = train(a.out, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed, threads=a.threads)
+    model = train(a.out, steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed, threads=a.threads,
+                  loss=a.loss, arch=dict(ARCH, embed_dim=a.embed_dim))
     # diagnostics on 2000 held-out train images (never on the official test split, which the world's test uses)
     images, labels = fashion_mnist.load("train")
     x, y = shift.to_canvas(images[-2000:]), labels[-2000:]

@@ -1,0 +1,56 @@
+"""The small world's pieces that need no Fashion-MNIST files (bench/world; ISSUE 8)."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench.world import shift, train_clip
+
+
+def _features(n=6, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (F.normalize(torch.randn(n, d, generator=g), dim=-1), F.normalize(torch.randn(n, d, generator=g), dim=-1))
+
+
+def test_multi_positive_loss_is_infonce_when_every_label_differs():
+    img, txt = _features()
+    labels = torch.arange(6)
+    a = train_clip.multi_positive_loss(img, txt, labels, torch.tensor(10.0))
+    b = train_clip.infonce_loss(img, txt, labels, torch.tensor(10.0))
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_shift_is_deterministic_keeps_background_and_blurs():
+    rng = np.random.default_rng(0)
+    img = np.zeros((2, 28, 28), np.uint8)
+    img[:, 10:18, 10:18] = rng.integers(100, 256, size=(2, 8, 8))
+    canvas = shift.to_canvas(img)
+    assert canvas.shape == (2, 32, 32) and canvas[:, :2].max() == 0
+    a, b = shift.apply_shift(canvas, seed=3), shift.apply_shift(canvas, seed=3)
+    assert a.dtype == np.uint8 and np.array_equal(a, b)
+    assert not np.array_equal(a, shift.apply_shift(canvas, seed=4))
+    # background stays dark on average; the blur spreads the square's mass beyond its edge
+    assert a[:, :6].mean() < 20
+    blurred = shift.apply_shift(canvas, seed=0, noise_sigma=0.0)
+    assert blurred[:, 11, 9].min() > 0 and canvas[:, 11, 9].max() == 0
+
+
+def test_train_clip_checkpoint_round_trips_through_our_loader(tmp_path, monkeypatch):
+    """Two steps on random 'Fashion-MNIST' images with a tiny arch; load_clip rebuilds the same tensors."""
+    pytest.importorskip("clip")
+    from trainers.clip_adapt.clip_loader import load_clip
+
+    rng = np.random.default_rng(0)
+    fake = (rng.integers(0, 256, size=(60, 28, 28), dtype=np.uint8), np.arange(60) % 10)
+    monkeypatch.setattr(train_clip.fashion_mnist, "load", lambda split: fake)
+    monkeypatch.setattr(train_clip, "HOLDOUT", 20)
+    arch = dict(train_clip.ARCH, embed_dim=16, vision_layers=1, transformer_layers=1, vision_width=64,
+                transformer_width=64, transformer_heads=1)
+    out = tmp_path / "clip.pt"
+    model = train_clip.train(out, steps=2, batch_size=8, warmup=1, threads=1, arch=arch, loss="infonce")
+    loaded = load_clip(str(out))
+    ref = model.state_dict()
+    assert set(loaded.state_dict()) == set(ref)
+    assert all(torch.equal(loaded.state_dict()[k].float(), ref[k].float()) for k in ref)
+    with pytest.raises(ValueError, match="'nope'"):
+        train_clip.train(tmp_path / "x.pt", steps=1, batch_size=8, warmup=1, threads=1, arch=arch, loss="nope")
