@@ -50,6 +50,7 @@ def _probe(x, y, epochs=300, lr=1e-2, weight_decay=1e-3):
 
 def headroom(root="data/world", shots=(4, 16), seeds=(1, 2, 3), ln_epochs=10, threads=2):
     from trainers.clip_adapt.clip_loader import load_clip
+    from trainers.clip_adapt.dac.cache_model import cache_logits, cache_values
     from trainers.clip_adapt.prompts import get_templates
     from trainers.clip_adapt.reclip.label_propagation import label_propagation
     from trainers.clip_adapt.text import class_embeddings
@@ -81,8 +82,8 @@ def headroom(root="data/world", shots=(4, 16), seeds=(1, 2, 3), ln_epochs=10, th
             idx = torch.from_numpy(np.concatenate([rng.choice(np.flatnonzero(ytr.numpy() == c), k, replace=False)
                                                    for c in range(len(t))]))
             probe.append(_acc(_probe(ftr[idx], ytr[idx])(fva).softmax(1) + zs, yva))
-            cache = F.one_hot(ytr[idx], len(t)).float()
-            tip.append(max(_acc(scale * fva @ t.t() + a * torch.exp(-b * (1 - fva @ ftr[idx].t())) @ cache, yva)
+            values = cache_values(ytr[idx], len(t))  # DAC's cache model with the identity adapter = Tip-Adapter
+            tip.append(max(_acc(scale * fva @ t.t() + a * cache_logits(fva, ftr[idx], values, b), yva)
                            for a in (0.5, 1, 2, 4, 8) for b in (1, 3, 5.5, 10)))
         rows.append((f"{k}-shot linear probe + zero-shot (mean of seeds {seeds})", float(np.mean(probe))))
         rows.append((f"{k}-shot Tip-Adapter, alpha/beta picked on val (optimistic)", float(np.mean(tip))))
