@@ -54,3 +54,42 @@ def test_train_clip_checkpoint_round_trips_through_our_loader(tmp_path, monkeypa
     assert all(torch.equal(loaded.state_dict()[k].float(), ref[k].float()) for k in ref)
     with pytest.raises(ValueError, match="'nope'"):
         train_clip.train(tmp_path / "x.pt", steps=1, batch_size=8, warmup=1, threads=1, arch=arch, loss="nope")
+
+
+def test_named_worlds_override_only_their_keys_and_unknown_names_are_named():
+    from bench.world import build
+
+    base, noisy = build.world_params("world"), build.world_params("world_noise")
+    assert base["shift"] == {"blur_sigma": shift.BLUR_SIGMA, "noise_sigma": shift.NOISE_SIGMA, "seed": 0}
+    assert noisy["shift"]["noise_sigma"] > base["shift"]["noise_sigma"]
+    assert noisy["clip"] == base["clip"] and noisy["splits"] == base["splits"]
+    assert build.PARAMS["shift"]["blur_sigma"] == shift.BLUR_SIGMA  # the module's PARAMS is not mutated
+    with pytest.raises(ValueError, match="'world_x'"):
+        build.world_params("world_x")
+
+
+def test_every_named_world_has_its_configs_and_a_search_grid():
+    from pathlib import Path
+
+    from bench.world import build, search
+
+    repo = Path(__file__).resolve().parents[1]
+    for name in build.WORLDS:
+        for trainer in ("ZeroshotCLIP", "FAIR", "ReCLIP", "DAC"):
+            assert (repo / "configs" / "trainers" / trainer / f"{name}.yaml").is_file(), (name, trainer)
+        assert set(search.GRIDS[name]) >= {"ZeroshotCLIP", "FAIR", "ReCLIP", "DAC"}
+
+
+def test_a_named_world_finds_the_clip_of_a_sibling_world_with_the_same_clip_parameters(tmp_path):
+    import json
+
+    from bench.world import build
+
+    clip_params = build.world_params("world")["clip"]
+    (tmp_path / "world").mkdir()
+    (tmp_path / "world" / build.CHECKPOINT).write_bytes(b"weights")
+    (tmp_path / "world" / "world.json").write_text(json.dumps({"params": build.world_params("world")}))
+    found = build._sibling_clip(tmp_path / "world_noise", json.loads(json.dumps(clip_params)))
+    assert found == tmp_path / "world" / build.CHECKPOINT
+    assert build._sibling_clip(tmp_path / "world_noise", dict(clip_params, steps=1)) is None
+    assert build._sibling_clip(tmp_path / "world", clip_params) is None  # never itself

@@ -1,16 +1,17 @@
 """The world's one command (ISSUE 8, item 3): build the world if absent, run every method through its normal script
 on the shifted target domain, print the leaderboard and the check of the issue's target.
 
-    python -m bench.world.run [--root data/world] [--output output/world] [--seeds 1 2 3]
+    python -m bench.world.run [--world world|world_noise] [--root data/<world>] [--output output/<world>] [--seeds 1 2 3]
 
-Runs, in order, with DATA=<root> OUTPUT=<output> SEEDS=<seeds> (finished seeds are skipped, so a second call only
-prints the table):
-    bash scripts/zsclip/main.sh fashion_mnist_shift world
-    bash scripts/fair/main.sh   fashion_mnist_shift world
-    bash scripts/reclip/main.sh fashion_mnist_shift world
-    bash scripts/dac/main.sh    fashion_mnist_shift world 4
+`--world` picks the shift (bench/world/build.py WORLDS: `world`, the issue's default blur 1.5 + noise 0.1, or
+`world_noise`, blur 1.0 + noise 0.15); its name is also the config name of the runs. Runs, in order, with
+DATA=<root> OUTPUT=<output> SEEDS=<seeds> (finished seeds are skipped, so a second call only prints the table):
+    bash scripts/zsclip/main.sh fashion_mnist_shift <world>
+    bash scripts/fair/main.sh   fashion_mnist_shift <world>
+    bash scripts/reclip/main.sh fashion_mnist_shift <world>
+    bash scripts/dac/main.sh    fashion_mnist_shift <world> 4
 each with `MODEL.BACKBONE.NAME <root>/clip_fashion_mnist.pt TRAINER.FEATURE_CACHE_DIR <output>/cache`. The
-hyper-parameters are those of configs/trainers/<TRAINER>/world.yaml (chosen on the shifted val split, see
+hyper-parameters are those of configs/trainers/<TRAINER>/<world>.yaml (chosen on the shifted val split, see
 bench/world/README.md). Then `python -m tools.results --output <output> --seeds ... --no-baselines`, and, per
 method, the mean and the smallest per-seed gain over zero-shot (target: mean >= +5, every seed >= +3).
 """
@@ -35,11 +36,11 @@ METHODS = {  # name -> (script, extra positional args, TRAINER)
 TARGET_MEAN, TARGET_MIN = 5.0, 3.0
 
 
-def run_method(name, root, output, seeds, extra=()):
+def run_method(name, root, output, seeds, extra=(), cfg=CFG):
     script, positional, _ = METHODS[name]
     env = dict(os.environ, DATA=str(root), OUTPUT=str(output), SEEDS=" ".join(map(str, seeds)),
                PYTHON=os.environ.get("PYTHON", sys.executable), PYTHONWARNINGS="ignore")
-    cmd = ["bash", script, DATASET, CFG, *positional, "MODEL.BACKBONE.NAME", str(Path(root) / build.CHECKPOINT),
+    cmd = ["bash", script, DATASET, cfg, *positional, "MODEL.BACKBONE.NAME", str(Path(root) / build.CHECKPOINT),
            "TRAINER.FEATURE_CACHE_DIR", str(Path(output) / "cache"), *extra]
     print(f"\n=== {name}: {' '.join(cmd)}", flush=True)
     t0 = time.time()
@@ -48,12 +49,12 @@ def run_method(name, root, output, seeds, extra=()):
     return rc
 
 
-def gains(output, seeds):
+def gains(output, seeds, cfg=CFG):
     """{trainer: (per-seed accuracies, per-seed gains over ZeroshotCLIP)} from the output tree (tools.runs)."""
     from tools import results, runs
 
     summaries = {s.trainer: s for s in results.aggregate(runs.scan(output), seeds)
-                 if s.dataset == DATASET and runs.base_cfg(s.cfg) == CFG}
+                 if s.dataset == DATASET and runs.base_cfg(s.cfg) == cfg}
     zs = summaries.get("ZeroshotCLIP")
     out = {}
     for trainer, s in summaries.items():
@@ -65,12 +66,12 @@ def gains(output, seeds):
     return out
 
 
-def report(output, seeds):
+def report(output, seeds, cfg=CFG):
     subprocess.run([sys.executable, "-W", "ignore", "-m", "tools.results", "--output", str(output), "--seeds",
                     *map(str, seeds), "--no-baselines"], cwd=REPO, check=False)
     print("\nTarget (ISSUE 8): every method >= +5 points over zero-shot on average, no seed below +3")
     ok = True
-    for trainer, (acc, delta) in sorted(gains(output, seeds).items()):
+    for trainer, (acc, delta) in sorted(gains(output, seeds, cfg).items()):
         if not delta:
             continue
         mean = sum(delta.values()) / len(delta)
@@ -85,17 +86,20 @@ def report(output, seeds):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.world.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default="data/world", help="world folder: DATA of the runs (default data/world)")
-    p.add_argument("--output", default="output/world", help="OUTPUT of the runs (default output/world)")
+    p.add_argument("--world", default=CFG, choices=sorted(build.WORLDS),
+                   help="which shift (bench/world/build.py WORLDS); also the runs' config name (default world)")
+    p.add_argument("--root", help="world folder: DATA of the runs (default data/<world>)")
+    p.add_argument("--output", help="OUTPUT of the runs (default output/<world>)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     a = p.parse_args(argv)
-    root, output = Path(a.root).resolve(), Path(a.output).resolve()
+    root = Path(a.root or f"data/{a.world}").resolve()
+    output = Path(a.output or f"output/{a.world}").resolve()
     t0 = time.time()
-    build.build(root)
-    failed = [m for m in a.methods if run_method(m, root, output, a.seeds) != 0]
+    build.build(root, params=build.world_params(a.world))
+    failed = [m for m in a.methods if run_method(m, root, output, a.seeds, cfg=a.world) != 0]
     print(f"\nall runs done in {time.time() - t0:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
-    met = report(output, a.seeds)
+    met = report(output, a.seeds, cfg=a.world)
     return 1 if failed else (0 if met else 3)
 
 
