@@ -1,12 +1,14 @@
 """Hyper-parameter choice for the world on the shifted VAL split only (ISSUE 8, item 2).
 
-    python -m bench.world.search [--root data/world] [--output output/world_search] [--methods fair reclip dac]
+    python -m bench.world.search [--world world|world_noise] [--root data/<world>] [--output output/<world>_search]
+                                 [--methods zsclip fair reclip dac] [--match TEXT]
 
-Each candidate (KEY VALUE opts on top of configs/trainers/<TRAINER>/world.yaml) runs through train.py with
+Each candidate of the world's grid (GRIDS[world]: KEY VALUE opts on top of configs/trainers/<TRAINER>/<world>.yaml)
+runs through train.py with
 `TEST.SPLIT val`, seed 1, so the accuracy it reports is on the val split; the test split's labels are never read.
 ReCLIP is transductive in the final runs (it adapts on the unlabelled test images); in the search it adapts on the
 unlabelled train split (`DATASET.ADAPT_SPLIT train`) and is scored on val, so the search never touches test images
-either. The winners were copied by hand into the world.yaml files (the table in bench/world/README.md).
+either. The winners were copied by hand into the <world>.yaml files (the tables in bench/world/README.md).
 """
 import argparse
 import json
