@@ -67,6 +67,16 @@ class DatasetInfo:
         return "; ".join(parts)
 
 
+def _world(short):
+    """A domain of bench/world (ISSUE 8): written by `python -m bench.world.build`, CoOp's split format."""
+    return DatasetInfo(short=short, folder=short, reader=COOP_SPLIT,
+                       url="https://github.com/zalandoresearch/fashion-mnist",
+                       obtain="apt-get install dataset-fashion-mnist, then `python -m bench.world.build --root $DATA` "
+                              "(see bench/world/README.md)",
+                       image_dir="images", split_file=f"split_{short}.json",
+                       counts={"train": 1000, "val": 500, "test": 2000, "classes": 10})
+
+
 def _coop(short, folder, image_dir, split_name, gdown, url, obtain, counts, metadata=()):
     return DatasetInfo(short=short, folder=folder, reader=COOP_SPLIT, url=url, obtain=obtain, image_dir=image_dir,
                        split_file=f"split_zhou_{split_name}.json", split_gdown=gdown, metadata=metadata,
@@ -144,19 +154,9 @@ _ENTRIES = [
                        "$DATA/imagenet/classnames.txt to $DATA/imagenet-rendition/",
                 image_dir="imagenet-r", metadata=("classnames.txt",),
                 counts={"train": 0, "val": 0, "test": 30000, "classes": 200}, test_only=True),
-    # the small world of bench/world (ISSUE 8): written by `python -m bench.world.build`, CoOp's split format
-    DatasetInfo(short="fashion_mnist_shift", folder="fashion_mnist_shift", reader=COOP_SPLIT,
-                url="https://github.com/zalandoresearch/fashion-mnist",
-                obtain="apt-get install dataset-fashion-mnist, then `python -m bench.world.build --root $DATA` "
-                       "(see bench/world/README.md)",
-                image_dir="images", split_file="split_fashion_mnist_shift.json",
-                counts={"train": 1000, "val": 500, "test": 2000, "classes": 10}),
-    DatasetInfo(short="fashion_mnist_source", folder="fashion_mnist_source", reader=COOP_SPLIT,
-                url="https://github.com/zalandoresearch/fashion-mnist",
-                obtain="apt-get install dataset-fashion-mnist, then `python -m bench.world.build --root $DATA` "
-                       "(see bench/world/README.md)",
-                image_dir="images", split_file="split_fashion_mnist_source.json",
-                counts={"train": 1000, "val": 500, "test": 2000, "classes": 10}),
+    # the small world of bench/world (ISSUE 8): its shifted target and unshifted source domain
+    _world("fashion_mnist_shift"),
+    _world("fashion_mnist_source"),
 ]
 
 # The official-archive datasets: folders, counts, URLs, checksums and how-to-obtain lines live in official.py
