@@ -141,16 +141,21 @@ class FAIRModel(nn.Module):
     def _trainable(self):
         return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
 
+    def _teacher_state(self):
+        """The EMA tensors, started from the current (initial) weights the first time they are needed."""
+        if self.teacher_state is None:
+            self.teacher_state = {n: p.detach().clone() for n, p in self._trainable()}
+        return self.teacher_state
+
     @torch.no_grad()
     def update_teacher(self):
         """After an optimiser step: EMA <- m * EMA + (1 - m) * current, m = TEACHER_EMA (no-op when 0)."""
         m = self.settings.teacher_ema
         if m <= 0:
             return
-        if self.teacher_state is None:
-            self.teacher_state = {n: p.detach().clone() for n, p in self._trainable()}
+        state = self._teacher_state()
         for n, p in self._trainable():
-            self.teacher_state[n].mul_(m).add_(p.detach(), alpha=1 - m)
+            state[n].mul_(m).add_(p.detach(), alpha=1 - m)
 
     @contextmanager
     def _teacher_weights(self):
@@ -159,13 +164,12 @@ class FAIRModel(nn.Module):
         if self.settings.teacher_ema <= 0:
             yield
             return
-        if self.teacher_state is None:
-            self.teacher_state = {n: p.detach().clone() for n, p in self._trainable()}
+        state = self._teacher_state()
         saved = {}
         try:
             for n, p in self._trainable():
                 saved[n] = p.data
-                p.data = self.teacher_state[n].to(p.device, p.dtype)
+                p.data = state[n].to(p.device, p.dtype)
             yield
         finally:
             for n, p in self._trainable():
