@@ -121,8 +121,15 @@ def write_domain(root, params=PARAMS, shifted=True):
     return {k: len(v) for k, v in split.items()}
 
 
-def write_target_domain(root, params=PARAMS):
-    return write_domain(root, params, shifted=True)
+def domain_counts(root, params, shifted, rewrite):
+    """{split: count} of the target (shifted) or source domain under `root`: written anew when `rewrite` or when its
+    split file is missing, else read from that split file."""
+    folder, split_name = (DATASET_DIR, SPLIT_FILE) if shifted else (SOURCE_DIR, SOURCE_SPLIT_FILE)
+    split_file = Path(root) / folder / split_name
+    if rewrite or not split_file.is_file():
+        shutil.rmtree(Path(root) / folder, ignore_errors=True)
+        return write_domain(root, params, shifted)
+    return {k: len(v) for k, v in json.loads(split_file.read_text()).items()}
 
 
 def _load(path):
@@ -155,12 +162,10 @@ def build(root, force=False, params=PARAMS):
     meta_file = root / "world.json"
     ckpt, split_file = root / CHECKPOINT, root / DATASET_DIR / SPLIT_FILE
     old = json.loads(meta_file.read_text()).get("params", {}) if meta_file.is_file() else None
-    source_split = root / SOURCE_DIR / SOURCE_SPLIT_FILE
     if not force and old == params and ckpt.is_file() and split_file.is_file():
         meta = json.loads(meta_file.read_text())
-        if not source_split.is_file():  # worlds built before the source domain was written
-            shutil.rmtree(root / SOURCE_DIR, ignore_errors=True)
-            meta["source_counts"] = write_domain(root, params, shifted=False)
+        if not (root / SOURCE_DIR / SOURCE_SPLIT_FILE).is_file():  # worlds built before the source domain was written
+            meta["source_counts"] = domain_counts(root, params, shifted=False, rewrite=False)
             meta_file.write_text(json.dumps(meta, indent=2))
         print(f"world: reusing {root} (built {meta.get('built')})")
         return meta
@@ -182,17 +187,9 @@ def build(root, force=False, params=PARAMS):
         model = train_clip.train(ckpt, steps=cp["steps"], batch_size=cp["batch_size"], lr=cp["lr"], seed=cp["seed"],
                                  loss=cp.get("loss", "multi_positive"), arch=cp["arch"])
     t_clip = time.time() - t0
-    same_domain = old is not None and all(old.get(k) == params[k] for k in ("shift", "splits"))
-    if force or not same_domain or not split_file.is_file():
-        shutil.rmtree(root / DATASET_DIR, ignore_errors=True)
-        counts = write_target_domain(root, params)
-    else:
-        counts = {k: len(v) for k, v in json.loads(split_file.read_text()).items()}
-    if force or not same_domain or not source_split.is_file():
-        shutil.rmtree(root / SOURCE_DIR, ignore_errors=True)
-        source_counts = write_domain(root, params, shifted=False)
-    else:
-        source_counts = {k: len(v) for k, v in json.loads(source_split.read_text()).items()}
+    rewrite = force or old is None or any(old.get(k) != params[k] for k in ("shift", "splits"))
+    counts = domain_counts(root, params, shifted=True, rewrite=rewrite)
+    source_counts = domain_counts(root, params, shifted=False, rewrite=rewrite)
     # zero-shot of the new CLIP on clean and shifted val images (diagnostics; the test split is not looked at)
     idx = split_indices(params)["val"][1]
     images, labels = fashion_mnist.load("train")
