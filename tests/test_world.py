@@ -59,10 +59,13 @@ def test_train_clip_checkpoint_round_trips_through_our_loader(tmp_path, monkeypa
 def test_named_worlds_override_only_their_keys_and_unknown_names_are_named():
     from bench.world import build
 
-    base, noisy = build.world_params("world"), build.world_params("world_noise")
+    base, clip0, noisy = (build.world_params(n) for n in ("world", "world_clip0", "world_noise"))
     assert base["shift"] == {"blur_sigma": shift.BLUR_SIGMA, "noise_sigma": shift.NOISE_SIGMA, "seed": 0}
+    assert base["clip"]["seed"] == build.CLIP_SEED != 0
+    # world_clip0: only the CLIP seed differs from the default world; world_noise: its CLIP, another shift
+    assert clip0["clip"] == dict(base["clip"], seed=0) and clip0["shift"] == base["shift"]
     assert noisy["shift"]["noise_sigma"] > base["shift"]["noise_sigma"]
-    assert noisy["clip"] == base["clip"] and noisy["splits"] == base["splits"]
+    assert noisy["clip"] == clip0["clip"] and noisy["splits"] == clip0["splits"] == base["splits"]
     assert build.PARAMS["shift"]["blur_sigma"] == shift.BLUR_SIGMA  # the module's PARAMS is not mutated
     with pytest.raises(ValueError, match="'world_x'"):
         build.world_params("world_x")

@@ -1,6 +1,6 @@
 """Build the world (ISSUE 8, items 1-2): the small CLIP, and the shifted target domain as a CoOp-layout dataset.
 
-    python -m bench.world.build [--root data/world] [--force]
+    python -m bench.world.build [--world world|world_clip0|world_noise] [--root data/<world>] [--force]
 
 Writes under ROOT:
     clip_fashion_mnist.pt                          the CLIP (MODEL.BACKBONE.NAME <this path>)
@@ -36,20 +36,26 @@ SPLIT_FILE = "split_fashion_mnist_shift.json"
 SOURCE_DIR = "fashion_mnist_source"  # the same splits without the shift
 SOURCE_SPLIT_FILE = "split_fashion_mnist_source.json"
 CHECKPOINT = "clip_fashion_mnist.pt"
+# The default world's CLIP seed, chosen before any method ran on it: of CLIP seeds 0-5 (same recipe), the one whose
+# zero-shot on the shifted val split is closest to the issue's calibration CLIP (53%): seed 3, 52.8%.
+CLIP_SEED = 3
 PARAMS = {
-    "clip": {"steps": 880, "batch_size": 128, "lr": 1e-3, "seed": 0, "holdout": train_clip.HOLDOUT,
+    "clip": {"steps": 880, "batch_size": 128, "lr": 1e-3, "seed": CLIP_SEED, "holdout": train_clip.HOLDOUT,
              "arch": train_clip.ARCH},  # "loss": train_clip.LOSSES key, absent = "multi_positive"
     "shift": {"blur_sigma": shift.BLUR_SIGMA, "noise_sigma": shift.NOISE_SIGMA, "seed": 0},
     "splits": {"train_per_class": 100, "val_per_class": 50, "test_per_class": 200, "seed": 0},
 }
-# Named worlds: the same CLIP and splits, different shifts. The name is also the config name of the runs
+# Named worlds: the same splits, a CLIP seed and a shift. The name is also the config name of the runs
 # (configs/trainers/<TRAINER>/<name>.yaml) and the default folder (data/<name>, output/<name>).
-#   world        the issue's default shift (blur 1.5, noise 0.1)
-#   world_noise  blur 1.0, noise 0.15: zero-shot on val falls to 57% (the issue's calibration CLIP: 53% under its
-#                default shift), and the labelled oracles recover +16.8 instead of +11.4 (bench/world/README.md)
+#   world        the issue's default shift (blur 1.5, noise 0.1), CLIP seed CLIP_SEED
+#   world_clip0  the same shift, CLIP seed 0: the world of sessions 1-3. Of six CLIPs trained with the same recipe
+#                (seeds 0-5) it is the one the shift hurts least (val zero-shot 63.6%; seeds 1-5: 52.8-61.2%)
+#                (bench/world/README.md, "Which CLIP")
+#   world_noise  blur 1.0, noise 0.15, CLIP seed 0: zero-shot on val 57%, labelled oracles +16.8
 WORLDS = {
     "world": {},
-    "world_noise": {"shift": {"blur_sigma": 1.0, "noise_sigma": 0.15}},
+    "world_clip0": {"clip": {"seed": 0}},
+    "world_noise": {"clip": {"seed": 0}, "shift": {"blur_sigma": 1.0, "noise_sigma": 0.15}},
 }
 
 
@@ -220,10 +226,11 @@ def build(root, force=False, params=PARAMS):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.world.build", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", default="data/world", help="world folder (default data/world)")
+    p.add_argument("--world", default="world", choices=sorted(WORLDS), help="which named world (default world)")
+    p.add_argument("--root", help="world folder (default data/<world>)")
     p.add_argument("--force", action="store_true", help="rebuild even if an identical world exists")
     a = p.parse_args(argv)
-    build(a.root, force=a.force)
+    build(a.root or f"data/{a.world}", force=a.force, params=world_params(a.world))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """The world's one command (ISSUE 8, item 3): build the world if absent, run every method through its normal script
 on the shifted target domain, print the leaderboard and the check of the issue's target.
 
-    python -m bench.world.run [--world world|world_noise] [--root data/<world>] [--output output/<world>] [--seeds 1 2 3]
+    python -m bench.world.run [--world world|world_clip0|world_noise] [--root data/<world>] [--output output/<world>] [--seeds 1 2 3]
 
-`--world` picks the shift (bench/world/build.py WORLDS: `world`, the issue's default blur 1.5 + noise 0.1, or
-`world_noise`, blur 1.0 + noise 0.15); its name is also the config name of the runs. Runs, in order, with
+`--world` picks the CLIP and the shift (bench/world/build.py WORLDS: `world`, the issue's default blur 1.5 + noise
+0.1 with CLIP seed 3; `world_clip0`, the same shift with CLIP seed 0; `world_noise`, blur 1.0 + noise 0.15 with CLIP
+seed 0); its name is also the config name of the runs. Runs, in order, with
 DATA=<root> OUTPUT=<output> SEEDS=<seeds> (finished seeds are skipped, so a second call only prints the table):
     bash scripts/zsclip/main.sh fashion_mnist_shift <world>
     bash scripts/fair/main.sh   fashion_mnist_shift <world>
