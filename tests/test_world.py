@@ -96,3 +96,22 @@ def test_a_named_world_finds_the_clip_of_a_sibling_world_with_the_same_clip_para
     assert found == tmp_path / "world" / build.CHECKPOINT
     assert build._sibling_clip(tmp_path / "world_noise", dict(clip_params, steps=1)) is None
     assert build._sibling_clip(tmp_path / "world", clip_params) is None  # never itself
+
+
+def test_an_output_folder_of_another_world_stops_the_command_and_keeps_its_runs(tmp_path):
+    from bench.world import build, run
+
+    out = tmp_path / "out"
+    run.claim_output(out, build.world_params("world"))  # a new folder is claimed
+    run.claim_output(out, build.world_params("world"))  # the same world again: fine
+    (out / "fashion_mnist_shift" / "FAIR" / "world" / "seed1").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="clip"):  # same folder, another CLIP seed
+        run.claim_output(out, build.world_params("world_clip0"))
+    with pytest.raises(SystemExit, match="clip/shift"):
+        run.claim_output(out, build.world_params("world_noise"))
+    assert (out / "fashion_mnist_shift" / "FAIR" / "world" / "seed1").is_dir()  # nothing deleted
+    legacy = tmp_path / "legacy"  # runs made before folders were stamped
+    (legacy / "fashion_mnist_shift" / "DAC" / "world_4shots" / "seed2").mkdir(parents=True)
+    with pytest.raises(SystemExit, match=str(legacy)):
+        run.claim_output(legacy, build.world_params("world"))
+    assert not (legacy / run.STAMP).exists()

@@ -6,7 +6,8 @@ on the shifted target domain, print the leaderboard and the check of the issue's
 `--world` picks the CLIP and the shift (bench/world/build.py WORLDS: `world`, the issue's default blur 1.5 + noise
 0.1 with CLIP seed 3; `world_clip0`, the same shift with CLIP seed 0; `world_noise`, blur 1.0 + noise 0.15 with CLIP
 seed 0); its name is also the config name of the runs. Runs, in order, with
-DATA=<root> OUTPUT=<output> SEEDS=<seeds> (finished seeds are skipped, so a second call only prints the table):
+DATA=<root> OUTPUT=<output> SEEDS=<seeds> (finished seeds are skipped, so a second call only prints the table;
+an output folder with runs of another world stops the command, see `claim_output`):
     bash scripts/zsclip/main.sh fashion_mnist_shift <world>
     bash scripts/fair/main.sh   fashion_mnist_shift <world>
     bash scripts/reclip/main.sh fashion_mnist_shift <world>
@@ -17,6 +18,7 @@ bench/world/README.md). Then `python -m tools.results --output <output> --seeds 
 method, the mean and the smallest per-seed gain over zero-shot (target: mean >= +5, every seed >= +3).
 """
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -35,6 +37,34 @@ METHODS = {  # name -> (script, extra positional args, TRAINER)
     "dac": ("scripts/dac/main.sh", ["4"], "DAC"),
 }
 TARGET_MEAN, TARGET_MIN = 5.0, 3.0
+
+
+STAMP = "world_params.json"  # in an output folder: the parameters of the world its runs were made on
+
+
+def claim_output(output, params):
+    """Tie the output folder to the world `params` (written to <output>/world_params.json).
+
+    Finished seeds are skipped and tabulated as they are, so runs made on another world (a folder filled before the
+    world's CLIP or shift changed) would pass for this world's: such a folder stops the command with an error naming
+    it, and nothing in it is deleted.
+    """
+    output = Path(output)
+    stamp = output / STAMP
+    params = json.loads(json.dumps(params))
+    if stamp.is_file():
+        old = json.loads(stamp.read_text())
+        if old != params:
+            changed = sorted(k for k in set(old) | set(params) if old.get(k) != params.get(k))
+            raise SystemExit(f"{output} holds runs of another world: {stamp} records other {'/'.join(changed)} "
+                             f"parameters than this world's; pass --output <another folder> or move {output} away")
+        return
+    if output.is_dir() and any(output.glob("*/*/*/seed*")):
+        raise SystemExit(f"{output} holds runs but no {STAMP}, so they may come from another world (the default "
+                         f"world's CLIP changed to seed {build.CLIP_SEED} in session 4); pass --output <another "
+                         f"folder> or move {output} away")
+    output.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(params, indent=2))
 
 
 def run_method(name, root, output, seeds, extra=(), cfg=CFG):
@@ -97,7 +127,9 @@ def main(argv=None):
     root = Path(a.root or f"data/{a.world}").resolve()
     output = Path(a.output or f"output/{a.world}").resolve()
     t0 = time.time()
-    build.build(root, params=build.world_params(a.world))
+    params = build.world_params(a.world)
+    build.build(root, params=params)
+    claim_output(output, params)
     failed = [m for m in a.methods if run_method(m, root, output, a.seeds, cfg=a.world) != 0]
     print(f"\nall runs done in {time.time() - t0:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     met = report(output, a.seeds, cfg=a.world)

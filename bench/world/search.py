@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from . import build
-from .run import DATASET, REPO
+from .run import DATASET, REPO, claim_output
 
 # world_clip0 (CLIP seed 0; the default world of sessions 1-3, whose world.yaml is now world_clip0.yaml): eight rounds
 GRID_CLIP0 = {
@@ -155,7 +155,9 @@ def main(argv=None):
     a = p.parse_args(argv)
     root = Path(a.root or f"data/{a.world}").resolve()
     output = Path(a.output or f"output/{a.world}_search").resolve()
-    build.build(root, params=build.world_params(a.world))
+    params = build.world_params(a.world)
+    build.build(root, params=params)
+    claim_output(output, params)
     grid = GRIDS[a.world]
     for m in a.methods:
         trainer = SHORT[m]
