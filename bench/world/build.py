@@ -223,6 +223,14 @@ def build(root, force=False, params=PARAMS):
     return meta
 
 
+def build_named(name="world", root=None, force=False):
+    """Build (or reuse) the named world under `root` (default data/<name>); returns (resolved root, its params)."""
+    params = world_params(name)
+    root = Path(root or f"data/{name}").resolve()
+    build(root, force=force, params=params)
+    return root, params
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.world.build", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -230,7 +238,7 @@ def main(argv=None):
     p.add_argument("--root", help="world folder (default data/<world>)")
     p.add_argument("--force", action="store_true", help="rebuild even if an identical world exists")
     a = p.parse_args(argv)
-    build(a.root or f"data/{a.world}", force=a.force, params=world_params(a.world))
+    build_named(a.world, a.root, force=a.force)
 
 
 if __name__ == "__main__":

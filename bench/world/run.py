@@ -60,8 +60,8 @@ def claim_output(output, params):
                              f"parameters than this world's; pass --output <another folder> or move {output} away")
         return
     if output.is_dir() and any(output.glob("*/*/*/seed*")):
-        raise SystemExit(f"{output} holds runs but no {STAMP}, so they may come from another world (the default "
-                         f"world's CLIP changed to seed {build.CLIP_SEED} in session 4); pass --output <another "
+        raise SystemExit(f"{output} holds runs but no {STAMP}, so they may come from another world (e.g. runs made "
+                         f"before the default world's CLIP became seed {build.CLIP_SEED}); pass --output <another "
                          f"folder> or move {output} away")
     output.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(params, indent=2))
@@ -118,17 +118,16 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.world.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--world", default=CFG, choices=sorted(build.WORLDS),
-                   help="which shift (bench/world/build.py WORLDS); also the runs' config name (default world)")
+                   help="which world, i.e. CLIP seed and shift (bench/world/build.py WORLDS); also the runs' config name "
+                        "(default world)")
     p.add_argument("--root", help="world folder: DATA of the runs (default data/<world>)")
     p.add_argument("--output", help="OUTPUT of the runs (default output/<world>)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     a = p.parse_args(argv)
-    root = Path(a.root or f"data/{a.world}").resolve()
     output = Path(a.output or f"output/{a.world}").resolve()
     t0 = time.time()
-    params = build.world_params(a.world)
-    build.build(root, params=params)
+    root, params = build.build_named(a.world, a.root)
     claim_output(output, params)
     failed = [m for m in a.methods if run_method(m, root, output, a.seeds, cfg=a.world) != 0]
     print(f"\nall runs done in {time.time() - t0:.0f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""))

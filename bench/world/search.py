@@ -153,10 +153,8 @@ def main(argv=None):
     p.add_argument("--methods", nargs="+", default=list(SHORT), choices=list(SHORT))
     p.add_argument("--match", default="", help="only the grid rows whose text contains this (e.g. TEACHER_EMA)")
     a = p.parse_args(argv)
-    root = Path(a.root or f"data/{a.world}").resolve()
     output = Path(a.output or f"output/{a.world}_search").resolve()
-    params = build.world_params(a.world)
-    build.build(root, params=params)
+    root, params = build.build_named(a.world, a.root)
     claim_output(output, params)
     grid = GRIDS[a.world]
     for m in a.methods:
