@@ -1,8 +1,8 @@
 """Install the CLIP-adaptation plugin (FAIR, ReCLIP, DAC, zero-shot CLIP) for the CoOp/Dassl ecosystem.
 
-Only the `trainers` package (with its framework-free core `trainers.clip_adapt`) and `tools` are installed.
-The `datasets/` folder is *not* installed as a top-level package: a site-packages `datasets` would shadow
-Hugging Face's `datasets`. `train.py` imports it from the repository root, as CoOp does.
+Only the `clip_adapt` package is installed: its framework-free core and, in `clip_adapt.engine`, the Dassl edge.
+The CoOp-style folders `trainers/` and `datasets/` are not installed (CoOp has folders of these names, and a
+site-packages `datasets` would shadow Hugging Face's); neither is `tools/`, run from the repository root.
 
 Dassl (the host framework) is not on PyPI; install it from its repository (see README, "Install").
 """
@@ -13,7 +13,7 @@ setup(
     version="0.1.0",
     description="FAIR, ReCLIP and DAC: CLIP adaptation trainers for CoOp/Dassl",
     python_requires=">=3.9",
-    packages=find_packages(include=["trainers", "trainers.*", "tools", "tools.*"]),
+    packages=find_packages(include=["clip_adapt", "clip_adapt.*"]),
     install_requires=[
         "torch>=2.0",
         "torchvision",

@@ -5,16 +5,13 @@
         --output-dir output/cub/FAIR/vit_b16/seed1 [KEY VALUE ...]
 """
 import argparse
-import importlib
 import logging
 import os
 import sys
 
 import torch
 
-from trainers.config import extend_cfg
-
-TRAINER_MODULES = ("zsclip", "fair", "reclip", "dac")
+from clip_adapt.config import extend_cfg
 
 
 def _import_dassl():
@@ -79,10 +76,7 @@ def main(args):
 
     cfg = setup_cfg(args)  # first: a config error is reported before anything heavy is imported
 
-    import datasets  # noqa: F401  registers every dataset
-
-    for name in TRAINER_MODULES:  # registers the trainers
-        importlib.import_module(f"trainers.{name}")
+    import clip_adapt.plugin  # noqa: F401  registers our trainers and every dataset
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
@@ -114,9 +108,9 @@ def main(args):
 def _input_errors():
     """Errors about the user's inputs (dataset files, CLIP checkpoint, class descriptions): reported as one message
     naming the file, without a traceback."""
-    from trainers.clip_adapt.clip_loader import CheckpointError
-    from trainers.clip_adapt.data.errors import DatasetError
-    from trainers.clip_adapt.fair.descriptions import DescriptionsError
+    from clip_adapt.clip_loader import CheckpointError
+    from clip_adapt.data.errors import DatasetError
+    from clip_adapt.fair.descriptions import DescriptionsError
 
     return DatasetError, CheckpointError, DescriptionsError
 

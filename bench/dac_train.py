@@ -1,6 +1,6 @@
 """DAC training on cached features vs one encoding pass of the same images (ISSUE 6, item 5; methods/DAC.md, part 4).
 
-Training: `train_on_cache` (trainers/clip_adapt/dac/model.py: the step the Dassl trainer runs: adapter + supervised
+Training: `train_on_cache` (clip_adapt/dac/model.py: the step the Dassl trainer runs: adapter + supervised
 contrastive loss, text modulation + CE, AdamW, cosine) for C = 1000 classes, K = 16 shots, D = 512, 20 epochs, over
 A = 10 cached augmentation passes (the configs' default: 160,000 views, batch 256; an epoch sees each of the 16,000
 images once as one of its views, TRAINER.DAC.EPOCH_VIEWS "one", or all views with --epoch-views all), followed by the cache model
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from clip.model import CLIP
 
-from trainers.clip_adapt.dac import EPOCH_VIEWS, DACHead, epoch_length, grid, search_alpha_beta, train_on_cache
+from clip_adapt.dac import EPOCH_VIEWS, DACHead, epoch_length, grid, search_alpha_beta, train_on_cache
 
 TARGET = 0.05
 

@@ -1,6 +1,6 @@
 """Cost of one FAIR training step vs the bare encoder work it contains (ISSUE 4, item 6).
 
-FAIR step (trainers/clip_adapt/fair/model.py, as the trainer runs it): crop sampling and resizing, the weak view and
+FAIR step (clip_adapt/fair/model.py, as the trainer runs it): crop sampling and resizing, the weak view and
 its N crops through the image encoder in one no-grad call, the strong view with gradient, LAS / zero-shot scores,
 pseudo-labels and weights, the loss, backward, an AdamW step on the visual norms + CDA, and the logged statistics.
 Bare work: the same N + 2 encoder passes (one no-grad call on B x (N + 1) ready-made images, one call on B images
@@ -19,8 +19,8 @@ import time
 import torch
 from clip.model import VisionTransformer
 
-from trainers.clip_adapt.fair import ClassDescriptionAnchors, FAIRModel, FAIRSettings
-from trainers.clip_adapt.optim import build_optimizer
+from clip_adapt.fair import ClassDescriptionAnchors, FAIRModel, FAIRSettings
+from clip_adapt.optim import build_optimizer
 
 ARCHS = {"vit_b32": 32, "vit_b16": 16}
 TARGET = 1.2

@@ -26,7 +26,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from trainers.clip_adapt.reclip.label_propagation import conjugate_gradient, label_propagation
+from clip_adapt.reclip.label_propagation import conjugate_gradient, label_propagation
 
 TARGET_N, TARGET_SECONDS, TARGET_GB = 50_000, 60.0, 4.0
 

@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `Birdsnap`: `birdsnap` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class Birdsnap(CLIPAdaptDataset):
-    short_name = "birdsnap"
+Birdsnap = register_dataset("birdsnap")

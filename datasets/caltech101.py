@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `Caltech101`: `caltech101` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class Caltech101(CLIPAdaptDataset):
-    short_name = "caltech101"
+Caltech101 = register_dataset("caltech101")

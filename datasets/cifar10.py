@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `CIFAR10CLIP`: `cifar10` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class CIFAR10CLIP(CLIPAdaptDataset):
-    short_name = "cifar10"
+CIFAR10CLIP = register_dataset("cifar10")

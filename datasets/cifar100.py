@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `CIFAR100CLIP`: `cifar100` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class CIFAR100CLIP(CLIPAdaptDataset):
-    short_name = "cifar100"
+CIFAR100CLIP = register_dataset("cifar100")

@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `CUB`: `cub` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class CUB(CLIPAdaptDataset):
-    short_name = "cub"
+CUB = register_dataset("cub")

@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `EuroSAT`: `eurosat` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class EuroSAT(CLIPAdaptDataset):
-    short_name = "eurosat"
+EuroSAT = register_dataset("eurosat")

@@ -1,9 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""The shifted Fashion-MNIST target domain of bench/world (blur + noise), built by `python -m bench.world.build`."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class FashionMNISTShift(CLIPAdaptDataset):
-    """The shifted Fashion-MNIST target domain of bench/world (blur + noise), built by `python -m bench.world.build`."""
-    short_name = "fashion_mnist_shift"
+FashionMNISTShift = register_dataset("fashion_mnist_shift")

@@ -1,9 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""The unshifted source domain of bench/world (same images as FashionMNISTShift), `python -m bench.world.build`."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class FashionMNISTSource(CLIPAdaptDataset):
-    """The unshifted source domain of bench/world (same images as FashionMNISTShift), `python -m bench.world.build`."""
-    short_name = "fashion_mnist_source"
+FashionMNISTSource = register_dataset("fashion_mnist_source")

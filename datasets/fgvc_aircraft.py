@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `FGVCAircraft`: `fgvc_aircraft` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class FGVCAircraft(CLIPAdaptDataset):
-    short_name = "fgvc_aircraft"
+FGVCAircraft = register_dataset("fgvc_aircraft")

@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `ImageNetA`: `imagenet_a` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class ImageNetA(CLIPAdaptDataset):
-    short_name = "imagenet_a"
+ImageNetA = register_dataset("imagenet_a")

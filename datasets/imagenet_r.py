@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `ImageNetR`: `imagenet_r` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class ImageNetR(CLIPAdaptDataset):
-    short_name = "imagenet_r"
+ImageNetR = register_dataset("imagenet_r")

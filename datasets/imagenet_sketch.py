@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `ImageNetSketch`: `imagenet_sketch` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class ImageNetSketch(CLIPAdaptDataset):
-    short_name = "imagenet_sketch"
+ImageNetSketch = register_dataset("imagenet_sketch")

@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `ImageNetV2`: `imagenet_v2` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class ImageNetV2(CLIPAdaptDataset):
-    short_name = "imagenet_v2"
+ImageNetV2 = register_dataset("imagenet_v2")

@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `NABirds`: `nabirds` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class NABirds(CLIPAdaptDataset):
-    short_name = "nabirds"
+NABirds = register_dataset("nabirds")

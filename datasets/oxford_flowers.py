@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `OxfordFlowers`: `oxford_flowers` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class OxfordFlowers(CLIPAdaptDataset):
-    short_name = "oxford_flowers"
+OxfordFlowers = register_dataset("oxford_flowers")

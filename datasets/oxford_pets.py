@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `OxfordPets`: `oxford_pets` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class OxfordPets(CLIPAdaptDataset):
-    short_name = "oxford_pets"
+OxfordPets = register_dataset("oxford_pets")

@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `RESISC45`: `resisc45` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class RESISC45(CLIPAdaptDataset):
-    short_name = "resisc45"
+RESISC45 = register_dataset("resisc45")

@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `StanfordCars`: `stanford_cars` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class StanfordCars(CLIPAdaptDataset):
-    short_name = "stanford_cars"
+StanfordCars = register_dataset("stanford_cars")

@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `StanfordDogs`: `stanford_dogs` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class StanfordDogs(CLIPAdaptDataset):
-    short_name = "stanford_dogs"
+StanfordDogs = register_dataset("stanford_dogs")

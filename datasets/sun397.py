@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `SUN397`: `sun397` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class SUN397(CLIPAdaptDataset):
-    short_name = "sun397"
+SUN397 = register_dataset("sun397")

@@ -1,8 +1,4 @@
-from dassl.data.datasets import DATASET_REGISTRY
+"""Dassl dataset `UCF101`: `ucf101` of clip_adapt/data/catalog.py."""
+from clip_adapt.engine.datasets import register_dataset
 
-from .base import CLIPAdaptDataset
-
-
-@DATASET_REGISTRY.register()
-class UCF101(CLIPAdaptDataset):
-    short_name = "ucf101"
+UCF101 = register_dataset("ucf101")

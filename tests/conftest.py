@@ -33,7 +33,7 @@ def _undo_dassl_logging_disable():
 @pytest.fixture(scope="session")
 def tiny_clip_path(tmp_path_factory):
     """A tiny randomly initialised CLIP (ViT, 32 px) saved as a plain state dict."""
-    from trainers.clip_adapt.clip_loader import save_tiny_clip
+    from clip_adapt.clip_loader import save_tiny_clip
 
     return save_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny_vit.pt", seed=0)
 
@@ -41,7 +41,7 @@ def tiny_clip_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_rn_clip_path(tmp_path_factory):
     """A tiny randomly initialised CLIP with a ModifiedResNet image tower."""
-    from trainers.clip_adapt.clip_loader import save_tiny_clip
+    from clip_adapt.clip_loader import save_tiny_clip
 
     return save_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny_rn.pt", seed=0, arch="rn")
 
@@ -101,7 +101,7 @@ def dassl_cfg(tmp_path, tiny_clip_path):
     logging.disable(logging.NOTSET)
     from dassl.config import get_cfg_default
 
-    from trainers.config import extend_cfg
+    from clip_adapt.config import extend_cfg
 
     def _cfg(trainer_yaml=None, *opts):
         cfg = extend_cfg(get_cfg_default())

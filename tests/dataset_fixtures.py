@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trainers.clip_adapt.data import catalog
+from clip_adapt.data import catalog
 
 # human-readable class names per dataset, as the real metadata has them (more are generated when asked)
 CLASSNAMES = {

@@ -1,4 +1,4 @@
-"""Tiny trees in the REAL layouts of the official archives read by trainers/clip_adapt/data/official.py.
+"""Tiny trees in the REAL layouts of the official archives read by clip_adapt/data/official.py.
 
 `build_official_fixture(root, name)` writes root/OFFICIAL_DIRS[name] with real image files (JPEG, or CIFAR's pickled
 uint8 arrays) whose grey level depends on the class (plus noise), and the real metadata formats: CUB's and NABirds'
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trainers.clip_adapt.data.official import OFFICIAL_DIRS
+from clip_adapt.data.official import OFFICIAL_DIRS
 
 CUB_NAMES = ["Black_footed_Albatross", "Laysan_Albatross", "Sooty_Albatross", "Groove_billed_Ani", "Crested_Auklet"]
 NABIRDS_LEAVES = [(295, "Common Loon"), (296, "Red-tailed Hawk (Adult)"), (299, "Red-tailed Hawk (Immature)"),

@@ -1,4 +1,4 @@
-"""The Dassl edge (trainers/base.py) with a tiny test-only trainer: resume, weights_only checkpoints, NaN stop,
+"""The Dassl edge (clip_adapt/engine/base.py) with a tiny test-only trainer: resume, weights_only checkpoints, NaN stop,
 eval-only loading, and train.py's config errors. Needs Dassl (skipped with a reason without it)."""
 import json
 import subprocess
@@ -20,8 +20,8 @@ def _register_probe_trainer():
     """A linear probe on frozen tiny-CLIP features: the smallest trainer that exercises the base class."""
     from dassl.engine import TRAINER_REGISTRY
 
-    from trainers.base import CLIPAdaptTrainer
-    from trainers.clip_adapt.zeroshot import encode_images
+    from clip_adapt.engine.base import CLIPAdaptTrainer
+    from clip_adapt.zeroshot import encode_images
 
     class BaseProbe(CLIPAdaptTrainer):
         crash_at = None  # (epoch, batch) at which to simulate a kill
@@ -127,7 +127,7 @@ def _train_py(*args):
 
 
 def test_train_py_names_an_unknown_config_key(tmp_path):
-    res = _train_py("--output-dir", str(tmp_path), "--config-file", "configs/trainers/ZeroshotCLIP/vit_b16.yaml",
+    res = _train_py("--output-dir", str(tmp_path), "--config-file", "configs/trainers/ZSCLIP/vit_b16.yaml",
                     "TRAINER.FAIR.NOT_A_KEY", "1")
     assert res.returncode != 0 and "TRAINER.FAIR.NOT_A_KEY" in res.stderr
 
@@ -141,9 +141,9 @@ def test_train_py_names_the_yaml_file_with_a_bad_key(tmp_path):
 
 def test_train_py_reports_a_missing_dataset_folder_as_one_message_in_stderr_and_log(tmp_path, tiny_clip_path):
     out = tmp_path / "out"
-    res = _train_py("--root", str(tmp_path / "data"), "--seed", "1", "--trainer", "ZeroshotCLIP",
+    res = _train_py("--root", str(tmp_path / "data"), "--seed", "1", "--trainer", "ZSCLIP",
                     "--dataset-config-file", "configs/datasets/cub.yaml",
-                    "--config-file", "configs/trainers/ZeroshotCLIP/vit_b16.yaml", "--output-dir", str(out),
+                    "--config-file", "configs/trainers/ZSCLIP/vit_b16.yaml", "--output-dir", str(out),
                     "--eval-only", "MODEL.BACKBONE.NAME", str(tiny_clip_path))
     missing = str(tmp_path / "data" / "CUB_200_2011")
     assert res.returncode != 0

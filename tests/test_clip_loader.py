@@ -6,7 +6,7 @@ import urllib.request
 import pytest
 import torch
 
-from trainers.clip_adapt import clip_loader as cl
+from clip_adapt import clip_loader as cl
 
 
 def _image():

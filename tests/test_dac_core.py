@@ -1,14 +1,14 @@
-"""DAC core (trainers/clip_adapt/dac): the spec's "Expected behaviour" (methods/DAC.md) without Dassl."""
+"""DAC core (clip_adapt/dac): the spec's "Expected behaviour" (methods/DAC.md) without Dassl."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.clip_adapt.clip_loader import build_tiny_clip
-from trainers.clip_adapt.dac import (DACHead, IntraModalAdapter, TextModulation, cache_logits, class_index_map, grid,
+from clip_adapt.clip_loader import build_tiny_clip
+from clip_adapt.dac import (DACHead, IntraModalAdapter, TextModulation, cache_logits, class_index_map, grid,
                                      mean_intra_class_cosine, remap_state_dict, search_alpha_beta,
                                      supervised_contrastive_loss, train_on_cache)
-from trainers.clip_adapt.text import class_embeddings
-from trainers.clip_adapt.zeroshot import encode_images, zero_shot_logits
+from clip_adapt.text import class_embeddings
+from clip_adapt.zeroshot import encode_images, zero_shot_logits
 
 CLASSES = ["cat", "dog", "bird", "fish"]
 
@@ -183,8 +183,8 @@ def test_class_index_map_and_state_remap_for_a_class_subset():
 
 
 def test_class_sum_of_one_hot_values_equals_the_matmul():
-    from trainers.clip_adapt.dac import class_sum
-    from trainers.clip_adapt.dac.cache_model import one_hot_labels
+    from clip_adapt.dac import class_sum
+    from clip_adapt.dac.cache_model import one_hot_labels
 
     g = torch.Generator().manual_seed(0)
     weights = torch.rand(7, 30, generator=g)
@@ -202,7 +202,7 @@ def test_class_sum_of_one_hot_values_equals_the_matmul():
 def test_epoch_views_one_sees_each_image_once_per_epoch_as_one_of_its_views():
     """EPOCH_VIEWS "one": N samples per epoch, image i as row a*N + i of the pass-major table for a random pass a;
     "all": A*N samples, the rows themselves; an unknown mode names the key."""
-    from trainers.clip_adapt.dac import epoch_length, flat_view_index
+    from clip_adapt.dac import epoch_length, flat_view_index
 
     n, a = 7, 3
     assert epoch_length(n, a, "one") == n and epoch_length(n, a, "all") == n * a

@@ -34,7 +34,7 @@ def build(tmp_path, dassl_cfg):
     from dassl.engine import build_trainer
     from dassl.utils import set_random_seed
 
-    import trainers.dac  # noqa: F401  registers the trainer
+    import clip_adapt.plugin  # noqa: F401  registers the trainers
 
     register_fixture_dataset(tmp_path / "images", "DACFixture")
 
@@ -89,7 +89,7 @@ def test_few_shot_train_and_val_splits(build, tmp_path, shots, val_per_class):
 # ---- the spec's expected behaviour ------------------------------------------------------------------------------
 def _direct_test_features(trainer):
     """Test images encoded by the frozen CLIP, outside the trainer's cache."""
-    from trainers.clip_adapt.zeroshot import encode_images
+    from clip_adapt.zeroshot import encode_images
 
     feats, labels = [], []
     with torch.no_grad():
@@ -100,9 +100,9 @@ def _direct_test_features(trainer):
 
 
 def test_untrained_with_alpha_zero_predicts_exactly_zero_shot_clip(build, tmp_path):
-    from trainers.clip_adapt.prompts import get_templates
-    from trainers.clip_adapt.text import class_embeddings
-    from trainers.clip_adapt.zeroshot import zero_shot_logits
+    from clip_adapt.prompts import get_templates
+    from clip_adapt.text import class_embeddings
+    from clip_adapt.zeroshot import zero_shot_logits
 
     trainer = build(tmp_path / "out", "TRAINER.DAC.INIT_ALPHA", "0.0")
     feats, labels = trainer.split_features("test")
@@ -159,7 +159,7 @@ def test_training_run_logs_saves_and_reports(build, tmp_path, capsys):
 
 
 def test_alpha_beta_are_searched_on_val_and_never_touch_test(build, tmp_path, monkeypatch):
-    import trainers.dac as dac_mod
+    import clip_adapt.engine.dac as dac_mod
 
     seen = {}
     core_search = dac_mod.search_alpha_beta
@@ -285,7 +285,7 @@ def test_bad_config_values_name_the_key(build, tmp_path, key, value):
 def test_configs_hold_the_spec_defaults():
     from dassl.config import get_cfg_default
 
-    from trainers.config import extend_cfg
+    from clip_adapt.config import extend_cfg
 
     for name, backbone in (("rn50", "RN50"), ("vit_b32", "ViT-B/32"), ("vit_b16", "ViT-B/16"),
                            ("vit_l14", "ViT-L/14")):

@@ -13,12 +13,12 @@ import pytest
 from tests.conftest import REPO
 from tests.dataset_fixtures import build_fixture_dataset, write_image
 from tools import check_dataset
-from trainers.clip_adapt.data import catalog
-from trainers.clip_adapt.data.download import fetch
-from trainers.clip_adapt.data.errors import DatasetError
-from trainers.clip_adapt.data.loader import load_dataset, open_image
-from trainers.clip_adapt.data.splits import carve_val, fewshot, read_split, subsample_classes, write_split
-from trainers.clip_adapt.prompts import DATASET_CLASSES
+from clip_adapt.data import catalog
+from clip_adapt.data.download import fetch
+from clip_adapt.data.errors import DatasetError
+from clip_adapt.data.loader import load_dataset, open_image
+from clip_adapt.data.splits import carve_val, fewshot, read_split, subsample_classes, write_split
+from clip_adapt.prompts import DATASET_CLASSES
 
 ISSUE_DATASETS = ("cub", "birdsnap", "stanford_dogs", "nabirds", "caltech101", "oxford_pets", "stanford_cars",
                   "oxford_flowers", "food101", "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101", "resisc45",
@@ -122,7 +122,7 @@ def test_carve_val_keeps_small_classes_in_train():
         carve_val(items, 1.0, seed=0)
 
 
-_SPLIT_SNIPPET = ("import sys, json; from pathlib import Path; from trainers.clip_adapt.data.loader import "
+_SPLIT_SNIPPET = ("import sys, json; from pathlib import Path; from clip_adapt.data.loader import "
                   "load_dataset; d = load_dataset(sys.argv[1], Path(sys.argv[2]), num_shots=int(sys.argv[3]), seed=5);"
                   "print(json.dumps([d.train, d.val]))")
 
@@ -275,7 +275,7 @@ def test_catalog_covers_every_dataset_and_configs_name_its_registry_class():
     for short, reg in DATASET_CLASSES.items():
         text = (REPO / "configs" / "datasets" / f"{short}.yaml").read_text()
         assert re.search(rf'NAME:\s*"?{reg}"?\s*$', text, re.M), short
-        assert f"class {reg}(CLIPAdaptDataset)" in (REPO / "datasets" / f"{short}.py").read_text()
+        assert f'{reg} = register_dataset("{short}")' in (REPO / "datasets" / f"{short}.py").read_text()
         info = catalog.get(short)
         assert info.url.startswith("http") and info.counts.get("test") and info.counts.get("classes")
         if info.coop_split and short in ISSUE_DATASETS:  # CoOp's own split files

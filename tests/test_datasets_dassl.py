@@ -8,8 +8,8 @@ import pytest
 
 from tests.conftest import REPO
 from tests.dataset_fixtures import build_fixture_dataset
-from trainers.clip_adapt.data import catalog
-from trainers.clip_adapt.prompts import DATASET_CLASSES
+from clip_adapt.data import catalog
+from clip_adapt.prompts import DATASET_CLASSES
 
 pytestmark = pytest.mark.dassl
 
@@ -19,7 +19,7 @@ def _cfg(root, name, *opts):
     logging.disable(logging.NOTSET)
     from dassl.config import get_cfg_default
 
-    from trainers.config import extend_cfg
+    from clip_adapt.config import extend_cfg
 
     cfg = extend_cfg(get_cfg_default())
     cfg.merge_from_file(str(REPO / "configs" / "datasets" / f"{name}.yaml"))
@@ -93,7 +93,7 @@ def test_data_manager_loads_batches(tmp_path):
 
 
 def test_missing_dataset_error_through_dassl_names_path(tmp_path):
-    from trainers.clip_adapt.data.errors import DatasetError
+    from clip_adapt.data.errors import DatasetError
 
     with pytest.raises(DatasetError, match=str(tmp_path / "caltech-101")):
         _build(_cfg(tmp_path, "caltech101"))
@@ -103,8 +103,8 @@ def test_missing_dataset_error_through_dassl_names_path(tmp_path):
 def test_unreadable_image_in_a_loader_names_its_path(damage, tmp_path):
     from dassl.data.data_manager import build_data_loader
 
-    from trainers.base import CheckedDatasetWrapper
-    from trainers.clip_adapt.data.errors import DatasetError
+    from clip_adapt.engine.base import CheckedDatasetWrapper
+    from clip_adapt.data.errors import DatasetError
 
     build_fixture_dataset(tmp_path, "dtd")
     cfg = _cfg(tmp_path, "dtd")
@@ -121,13 +121,13 @@ def test_unreadable_image_in_a_loader_names_its_path(damage, tmp_path):
 def test_trainer_loaders_read_through_the_checked_wrapper(tmp_path, dassl_cfg):
     """A truncated image reached by a trainer's own loader (CLIPAdaptTrainer.build_data_loader) names its path."""
     import datasets  # noqa: F401
-    import trainers.zsclip  # noqa: F401
+    import clip_adapt.plugin  # noqa: F401  registers the trainers
     from dassl.engine import build_trainer
 
-    from trainers.clip_adapt.data.errors import DatasetError
+    from clip_adapt.data.errors import DatasetError
 
     build_fixture_dataset(tmp_path / "data", "dtd")
-    cfg = dassl_cfg("configs/trainers/ZeroshotCLIP/vit_b16.yaml", "TRAINER.NAME", "ZeroshotCLIP",
+    cfg = dassl_cfg("configs/trainers/ZSCLIP/vit_b16.yaml", "TRAINER.NAME", "ZSCLIP",
                     "DATASET.NAME", "DescribableTextures",
                     "DATASET.ROOT", str(tmp_path / "data"), "OUTPUT_DIR", str(tmp_path / "out"))
     trainer = build_trainer(cfg)
@@ -140,7 +140,7 @@ def test_trainer_loaders_read_through_the_checked_wrapper(tmp_path, dassl_cfg):
 def test_allow_missing_leaves_out_absent_birdsnap_images_and_lists_them(tmp_path):
     """DATASET.ALLOW_MISSING: Birdsnap images that were never downloaded are left out, written to
     missing_images.txt and counted; without it the same tree is an error naming a missing path."""
-    from trainers.clip_adapt.data.errors import DatasetError
+    from clip_adapt.data.errors import DatasetError
 
     build_fixture_dataset(tmp_path, "birdsnap")
     images = sorted((tmp_path / "birdsnap").rglob("*.jpg"))

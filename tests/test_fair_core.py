@@ -14,17 +14,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.clip_adapt.cache import FeatureCache
-from trainers.clip_adapt.clip_loader import build_tiny_clip
-from trainers.clip_adapt.fair import (ClassDescriptionAnchors, DescriptionsError, DistributionAlignment, FAIRModel,
+from clip_adapt.cache import FeatureCache
+from clip_adapt.clip_loader import build_tiny_clip
+from clip_adapt.fair import (ClassDescriptionAnchors, DescriptionsError, DistributionAlignment, FAIRModel,
                                       FAIRSettings, TwoViewDataset, ambiguity_weight, crop_and_resize, crop_weights,
                                       description_embeddings, fair_loss, fairness_term, get_descriptions,
                                       margin_factor, match_descriptions, normalize_classname, pseudo_labels,
                                       random_square_crops, sample_crop_boxes, strong_transform, wca_scores,
                                       weak_transform)
-from trainers.clip_adapt.fair import descriptions as desc_mod
-from trainers.clip_adapt.optim import build_optimizer
-from trainers.clip_adapt.text import class_embeddings
+from clip_adapt.fair import descriptions as desc_mod
+from clip_adapt.optim import build_optimizer
+from clip_adapt.text import class_embeddings
 
 SHARED_DESCRIPTIONS = Path(__file__).resolve().parents[2] / "shared" / "descriptions"
 CLASSES = ["cat", "dog", "bird"]
@@ -431,9 +431,9 @@ def test_reference_description_files_cover_their_datasets_with_folder_style_name
 
 
 def test_core_does_not_import_dassl():
-    assert "trainers.clip_adapt.fair" in sys.modules
+    assert "clip_adapt.fair" in sys.modules
     import subprocess
-    code = "import sys, trainers.clip_adapt.fair; assert 'dassl' not in sys.modules"
+    code = "import sys, clip_adapt.fair; assert 'dassl' not in sys.modules"
     subprocess.run([sys.executable, "-W", "ignore", "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
@@ -441,7 +441,7 @@ def test_core_does_not_import_dassl():
 def test_settings_from_the_config_keys_are_the_spec_defaults():
     from yacs.config import CfgNode as CN
 
-    from trainers.config import extend_cfg
+    from clip_adapt.config import extend_cfg
     cfg = CN()
     for node in ("MODEL", "TRAINER", "OPTIM", "DATASET"):
         cfg[node] = CN()

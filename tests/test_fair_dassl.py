@@ -19,7 +19,7 @@ def build(tmp_path, dassl_cfg):
     """build(output_dir, KEY, VALUE, ...) -> a FAIR trainer on the shared fixture dataset, in this process."""
     from dassl.engine import build_trainer
 
-    import trainers.fair  # noqa: F401  registers the trainer
+    import clip_adapt.plugin  # noqa: F401  registers the trainers
 
     register_fixture_dataset(tmp_path / "images", "FAIRFixture")
     desc_file = tmp_path / "descriptions.json"
@@ -132,7 +132,7 @@ def test_resume_continues_exactly(build, tmp_path):
 
 
 def test_descriptions_missing_a_class_is_an_error_listing_it(build, tmp_path):
-    from trainers.clip_adapt.fair import DescriptionsError
+    from clip_adapt.fair import DescriptionsError
 
     bad = tmp_path / "partial.json"
     bad.write_text(json.dumps({"cat": ["x"]}))

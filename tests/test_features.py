@@ -1,12 +1,12 @@
-"""Cached image-feature extraction (trainers/clip_adapt/features.py): the second run never calls the encoder."""
+"""Cached image-feature extraction (clip_adapt/features.py): the second run never calls the encoder."""
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from trainers.clip_adapt.cache import FeatureCache
-from trainers.clip_adapt.clip_loader import build_tiny_clip
-from trainers.clip_adapt.dac import DACHead
-from trainers.clip_adapt.features import cached_features, extract_features, feature_key
-from trainers.clip_adapt.text import class_embeddings
+from clip_adapt.cache import FeatureCache
+from clip_adapt.clip_loader import build_tiny_clip
+from clip_adapt.dac import DACHead
+from clip_adapt.features import cached_features, extract_features, feature_key
+from clip_adapt.text import class_embeddings
 
 
 class Images(Dataset):

@@ -1,4 +1,4 @@
-"""Readers of the official archive layouts (trainers/clip_adapt/data/official.py) on tiny fixture trees written in
+"""Readers of the official archive layouts (clip_adapt/data/official.py) on tiny fixture trees written in
 each archive's real layout (tests/official_fixtures.py). No Dassl."""
 import os
 import pickle
@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from tests.official_fixtures import EXPECTED_CLASSNAMES, build_official_fixture, class_grey
-from trainers.clip_adapt.data.errors import DatasetError
-from trainers.clip_adapt.data.official import (
+from clip_adapt.data.errors import DatasetError
+from clip_adapt.data.official import (
     OFFICIAL_COUNTS, OFFICIAL_DIRS, OFFICIAL_URLS, READERS, OfficialSplit, read_birdsnap, read_cifar10,
     read_cifar100, read_resisc45, resisc45_split_class,
 )
@@ -394,7 +394,7 @@ def test_cifar_export_is_readable_by_others(fresh):
 
 
 def test_cifar_failed_export_leaves_nothing_usable(fresh, monkeypatch):
-    from trainers.clip_adapt.data import official
+    from clip_adapt.data import official
 
     d = fresh("cifar10")
     calls = []

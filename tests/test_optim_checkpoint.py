@@ -6,8 +6,8 @@ import pytest
 import torch
 from yacs.config import CfgNode as CN
 
-from trainers.clip_adapt import checkpoint as ckpt
-from trainers.clip_adapt.optim import build_optimizer, build_scheduler
+from clip_adapt import checkpoint as ckpt
+from clip_adapt.optim import build_optimizer, build_scheduler
 
 
 def _cfg(**kw):

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from trainers.clip_adapt.cache import FeatureCache
-from trainers.clip_adapt.clip_loader import build_tiny_clip
-from trainers.clip_adapt.prompts import DATASET_CLASSES, fill, get_templates, short_name
-from trainers.clip_adapt.text import class_embeddings, encode_texts
+from clip_adapt.cache import FeatureCache
+from clip_adapt.clip_loader import build_tiny_clip
+from clip_adapt.prompts import DATASET_CLASSES, fill, get_templates, short_name
+from clip_adapt.text import class_embeddings, encode_texts
 
 
 def test_single_templates_are_coop_style_and_contain_a_slot():

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.clip_adapt.reclip import (agreement_cross_entropy, auto_epochs, class_centroids, knn_lists,
+from clip_adapt.reclip import (agreement_cross_entropy, auto_epochs, class_centroids, knn_lists,
                                         label_propagation, normalized_affinity, project, projection_basis,
                                         projection_matrix, pseudo_label_round)
-from trainers.clip_adapt.reclip.label_propagation import conjugate_gradient
+from clip_adapt.reclip.label_propagation import conjugate_gradient
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ def test_propagation_memory_100k_nodes_well_under_4gb():
     """100k image nodes, D = 512, k = 20, C = 100, on CPU, in a fresh process: peak RSS well under 4 GB."""
     code = textwrap.dedent("""
         import json, resource, torch
-        from trainers.clip_adapt.reclip import label_propagation
+        from clip_adapt.reclip import label_propagation
         torch.manual_seed(0)
         feats, anchors = torch.randn(100_000, 512), torch.randn(100, 512)
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -216,8 +216,8 @@ def test_no_agreement_gives_zero_loss_and_gradient():
 
 def test_disagreeing_samples_do_not_move_the_branch_parameters():
     """Through a real (tiny) CLIP branch: the parameter gradient of a batch equals that of its agreed part."""
-    from trainers.clip_adapt.clip_loader import build_tiny_clip
-    from trainers.clip_adapt.reclip import ReCLIPVisual
+    from clip_adapt.clip_loader import build_tiny_clip
+    from clip_adapt.reclip import ReCLIPVisual
 
     branch = ReCLIPVisual(build_tiny_clip(seed=0), torch.randn(3, 32))
     g = torch.Generator().manual_seed(8)
@@ -275,8 +275,8 @@ def test_pseudo_label_round_on_clusters():
 
 # ---- branches ----------------------------------------------------------------------------------------------
 def test_branches_train_only_their_norms():
-    from trainers.clip_adapt.clip_loader import build_tiny_clip
-    from trainers.clip_adapt.reclip import ReCLIPText, ReCLIPVisual
+    from clip_adapt.clip_loader import build_tiny_clip
+    from clip_adapt.reclip import ReCLIPText, ReCLIPVisual
 
     v = ReCLIPVisual(build_tiny_clip(seed=0, arch="rn"), torch.randn(3, 32))
     modules = dict(v.named_modules())
@@ -304,8 +304,8 @@ def test_branches_train_only_their_norms():
 
 
 def test_text_branch_embeddings_have_gradient_and_anchors_do_not():
-    from trainers.clip_adapt.clip_loader import build_tiny_clip
-    from trainers.clip_adapt.reclip import ReCLIPText
+    from clip_adapt.clip_loader import build_tiny_clip
+    from clip_adapt.reclip import ReCLIPText
 
     t = ReCLIPText(build_tiny_clip(seed=0), ["cat", "dog"], "a photo of a {}.", ["a {}.", "art of a {}."])
     emb = t.class_embeddings()
@@ -323,8 +323,8 @@ def test_fp16_clip_keeps_the_trained_norms_in_fp32(arch):
     """CLIP's fp16 conversion leaves LayerNorm/BatchNorm in fp32, so SGD updates of 1e-3 are not lost."""
     from clip.model import convert_weights
 
-    from trainers.clip_adapt.clip_loader import build_tiny_clip
-    from trainers.clip_adapt.reclip import ReCLIPText, ReCLIPVisual
+    from clip_adapt.clip_loader import build_tiny_clip
+    from clip_adapt.reclip import ReCLIPText, ReCLIPVisual
 
     model = build_tiny_clip(seed=0, arch=arch)
     convert_weights(model)

@@ -15,7 +15,7 @@ def build(tmp_path, dassl_cfg):
     """build(output_dir, KEY, VALUE, ...) -> a ReCLIP trainer on the shared fixture dataset, in this process."""
     from dassl.engine import build_trainer
 
-    import trainers.reclip  # noqa: F401  registers the trainer
+    import clip_adapt.plugin  # noqa: F401  registers the trainers
 
     register_fixture_dataset(tmp_path / "images", "ReCLIPFixture", n_train=24, n_val=6, n_test=30)
 

@@ -8,7 +8,7 @@ epoch and batch, unknown config keys (tests/test_base_trainer_dassl.py); FAIR's 
 - two runs with the same seed give identical accuracy on CPU;
 - an unknown backbone name fails with the name; a corrupt image file fails with its path.
 The dataset is a tiny tree in the real layout of `fashion_mnist_shift` (CoOp's split JSON + PNG files), so the
-subprocess goes through the project's dataset layer (datasets/, trainers/clip_adapt/data/) like a real run.
+subprocess goes through the project's dataset layer (datasets/, clip_adapt/data/) like a real run.
 """
 import json
 import os
@@ -135,8 +135,8 @@ def test_sigkill_mid_epoch_resumes_to_the_same_result_and_same_seed_runs_agree(w
 
 
 def test_unknown_backbone_name_fails_with_the_name(world, tmp_path):
-    res = _run(train_cmd(world, tmp_path / "out", "ViT-Q/99", tmp_path / "cache", "ZeroshotCLIP",
-                         "configs/trainers/ZeroshotCLIP/world.yaml", flags=["--eval-only"]))
+    res = _run(train_cmd(world, tmp_path / "out", "ViT-Q/99", tmp_path / "cache", "ZSCLIP",
+                         "configs/trainers/ZSCLIP/world.yaml", flags=["--eval-only"]))
     assert res.returncode != 0
     assert "unknown CLIP backbone 'ViT-Q/99' (MODEL.BACKBONE.NAME)" in res.stderr, res.stderr[-2000:]
 
@@ -144,7 +144,7 @@ def test_unknown_backbone_name_fails_with_the_name(world, tmp_path):
 def test_corrupt_image_fails_with_its_path(world, tmp_path, tiny_clip_path):
     bad = world / "fashion_mnist_shift" / "images" / "test" / "trouser" / "00002.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
-    res = _run(train_cmd(world, tmp_path / "out", tiny_clip_path, tmp_path / "cache", "ZeroshotCLIP",
-                         "configs/trainers/ZeroshotCLIP/world.yaml", flags=["--eval-only"]))
+    res = _run(train_cmd(world, tmp_path / "out", tiny_clip_path, tmp_path / "cache", "ZSCLIP",
+                         "configs/trainers/ZSCLIP/world.yaml", flags=["--eval-only"]))
     assert res.returncode != 0
     assert str(bad) in res.stderr, res.stderr[-2000:]

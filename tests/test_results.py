@@ -34,7 +34,7 @@ def tree(root: Path):
     """dtd: ZS 3 seeds, FAIR 2 finished + 1 unfinished, FAIR transductive 1 seed; eurosat: DAC 4 shots with a
     re-run log; dtd ReCLIP seed 1 finished only in an older log, the newer log crashed."""
     for s, a in [(1, 40.0), (2, 41.0), (3, 45.0)]:
-        write_log(root / f"dtd/ZeroshotCLIP/vit_b16/seed{s}", a, eval_only=True)
+        write_log(root / f"dtd/ZSCLIP/vit_b16/seed{s}", a, eval_only=True)
     write_log(root / "dtd/FAIR/vit_b16/seed1", 50.5, val_acc=99.0)
     write_log(root / "dtd/FAIR/vit_b16/seed2", 52.5)
     write_log(root / "dtd/FAIR/vit_b16/seed3", val_acc=97.0, finished=False)  # a val result only: unfinished
@@ -58,7 +58,7 @@ def by_key(summaries):
 
 def test_aggregation_arithmetic_is_mean_and_sample_std(out):
     s = by_key(results.aggregate(runs.scan(out)))
-    zs = s[("dtd", "ZeroshotCLIP", "vit_b16", None)]
+    zs = s[("dtd", "ZSCLIP", "vit_b16", None)]
     assert zs.n == 3 and zs.mean == pytest.approx(42.0)
     assert zs.std == pytest.approx(statistics.stdev([40.0, 41.0, 45.0]))  # sample (ddof=1) ...
     assert zs.std != pytest.approx(statistics.pstdev([40.0, 41.0, 45.0]))  # ... not population
@@ -77,7 +77,7 @@ def test_missing_and_unfinished_seeds_are_named_not_counted(out):
     assert [seed for seed, _ in fair.unfinished] == [3] and "Finish training" in fair.unfinished[0][1]
     # --seeds restricts what counts and what is expected
     s12 = by_key(results.aggregate(runs.scan(out), seeds=[1, 2, 4]))
-    zs = s12[("dtd", "ZeroshotCLIP", "vit_b16", None)]
+    zs = s12[("dtd", "ZSCLIP", "vit_b16", None)]
     assert sorted(zs.accuracies) == [1, 2] and zs.missing == [4]
 
 
@@ -99,7 +99,7 @@ def test_leaderboard_delta_best_and_protocol_grouping(out, tmp_path):
     board = leaderboard.build(results.aggregate(runs.scan(out)), leaderboard.load_baselines([base]))
     assert board.datasets == ["dtd", "eurosat"]
     names = [(r.method, r.protocol, r.backbone) for r in board.rows]
-    assert names[0] == ("ZeroshotCLIP", "ours", "vit_b16")  # our zero-shot row first
+    assert names[0] == ("ZSCLIP", "ours", "vit_b16")  # our zero-shot row first
     assert ("Z", "p3", "ViT-B/16") not in names  # no shared dataset -> not shown
     rows = {(r.method, r.backbone, r.shots): (i, r) for i, r in enumerate(board.rows)}
     i_fair, fair = rows[("FAIR", "vit_b16", None)]

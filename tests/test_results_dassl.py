@@ -47,9 +47,9 @@ def test_sweep_then_results_prints_leaderboard_and_writes_png(script_env, tiny_c
     res = _run("tools.results", env, "--output", str(out), "--baselines", str(baselines), "--plot", str(png))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     board = res.stdout[res.stdout.index("### Leaderboard"):]
-    assert "| ZeroshotCLIP" in board and "| FAIR" in board  # our rows
+    assert "| ZSCLIP" in board and "| FAIR" in board  # our rows
     assert "Some method" in board and "Test paper Table 1" in board and "testproto" in board  # published row
     assert "(Δ " in board  # FAIR vs our zero-shot row
-    zs_row = next(line for line in board.splitlines() if line.startswith("| ZeroshotCLIP"))
+    zs_row = next(line for line in board.splitlines() if line.startswith("| ZSCLIP"))
     assert " ± " in zs_row  # two seeds -> mean ± std
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -24,7 +24,7 @@ def test_main_sh_prints_accuracy_then_skips_the_finished_seed(script_env, tiny_c
     opts = ["MODEL.BACKBONE.NAME", str(tiny_clip_path), "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0"]
     first = _zsclip(script_env, name, *opts)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    seed_dir = Path(script_env["OUTPUT"]) / name / "ZeroshotCLIP" / "vit_b16" / "seed1"
+    seed_dir = Path(script_env["OUTPUT"]) / name / "ZSCLIP" / "vit_b16" / "seed1"
     log = (seed_dir / "log.txt").read_text()
     match = re.search(r"=> result.*?\* accuracy: ([\d.]+)%", log, re.S)
     assert match, log[-2000:]
@@ -46,13 +46,13 @@ def test_unknown_dataset_or_cfg_is_named(script_env):
 def test_single_and_ensemble_templates_give_different_classifiers(dassl_cfg, tmp_path):
     from dassl.engine import build_trainer
 
-    import trainers.zsclip  # noqa: F401
+    import clip_adapt.plugin  # noqa: F401  registers the trainers
 
     register_fixture_dataset(tmp_path / "images", "ZSFixture")
-    yaml = "configs/trainers/ZeroshotCLIP/vit_b16.yaml"
-    single = build_trainer(dassl_cfg(yaml, "TRAINER.NAME", "ZeroshotCLIP", "DATASET.NAME", "ZSFixture",
+    yaml = "configs/trainers/ZSCLIP/vit_b16.yaml"
+    single = build_trainer(dassl_cfg(yaml, "TRAINER.NAME", "ZSCLIP", "DATASET.NAME", "ZSFixture",
                                      "OUTPUT_DIR", str(tmp_path / "a")))
-    ens = build_trainer(dassl_cfg(yaml, "TRAINER.NAME", "ZeroshotCLIP", "DATASET.NAME", "ZSFixture",
+    ens = build_trainer(dassl_cfg(yaml, "TRAINER.NAME", "ZSCLIP", "DATASET.NAME", "ZSFixture",
                                   "OUTPUT_DIR", str(tmp_path / "b"), "TRAINER.ZSCLIP.TEMPLATES", "ensemble"))
     assert single.text_features.shape == ens.text_features.shape == (3, 32)
     assert not single.text_features.allclose(ens.text_features)

@@ -14,10 +14,10 @@ import os
 import sys
 from pathlib import Path
 
-from trainers.clip_adapt.data import catalog
-from trainers.clip_adapt.data.errors import DatasetError
-from trainers.clip_adapt.data.loader import load_split, split_file_and_root, verify_readable
-from trainers.clip_adapt.data.splits import classnames_of
+from clip_adapt.data import catalog
+from clip_adapt.data.errors import DatasetError
+from clip_adapt.data.loader import load_split, split_file_and_root, verify_readable
+from clip_adapt.data.splits import classnames_of
 
 SHOW = 3  # missing images named per split
 
@@ -45,7 +45,7 @@ def check(name, root, download=False, verify_images=False, out=print):
     problems = []
     if download and not ddir.is_dir():
         if info.downloads:
-            from trainers.clip_adapt.data.download import download_dataset
+            from clip_adapt.data.download import download_dataset
             try:
                 download_dataset(info, root, log=lambda m: out(f"  {m}"))
             except DatasetError as e:

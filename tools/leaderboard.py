@@ -5,7 +5,7 @@ Rules (baselines/README.md, DESIGN.md "Evaluation protocol"):
   rows of the SAME protocol and backbone (ours: the cfg without its transductive/inductive suffix) — bold in
   markdown and LaTeX, a trailing `*` on the value in CSV — and only where that group has at least two values;
 - rows are grouped: ours first, then published rows by protocol and backbone;
-- Δ (our rows only) = our mean − the mean of our ZeroshotCLIP row with the same backbone cfg (transductive/inductive
+- Δ (our rows only) = our mean − the mean of our ZSCLIP row with the same backbone cfg (transductive/inductive
   suffixes stripped, tools.runs.base_cfg) on the same dataset. Published rows get no Δ: it would cross protocols;
 - columns are the datasets of our runs; published rows without any of them are left out; `Avg.` is the mean over
   the shown columns, only for rows that have all of them (a paper's own `average` column is never shown).
@@ -151,7 +151,7 @@ def load_protocols(path=PROTOCOLS_FILE) -> Dict[str, str]:
 
 
 def our_rows(summaries) -> List[Row]:
-    """One row per (trainer, run) from tools.results summaries; Δ vs our ZeroshotCLIP row of the same base cfg."""
+    """One row per (trainer, run) from tools.results summaries; Δ vs our ZSCLIP row of the same base cfg."""
     rows: Dict[tuple, Row] = {}
     for s in summaries:
         if s.n == 0:
@@ -261,7 +261,7 @@ def render(board: Board, fmt: str, protocols: Optional[Dict[str, str]] = None) -
 
 def _notes(board: Board, protocols: Dict[str, str]) -> List[str]:
     notes = ["top-1 accuracy (%) on the test split; our rows: mean ± sample std over seeds, last epoch",
-             "Δ: our row minus our ZeroshotCLIP row of the same backbone cfg on the same dataset",
+             "Δ: our row minus our ZSCLIP row of the same backbone cfg on the same dataset",
              "best of a column marked among rows of the same protocol and backbone only; protocols are not comparable"]
     for p in dict.fromkeys(r.protocol for r in board.rows):
         desc = protocols.get(p, "this project's runs" if p == OURS else "(no description in baselines/protocols.csv)")

@@ -34,8 +34,8 @@ SHOTS_RE = re.compile(r"^(?P<cfg>.+)_(?P<shots>\d+)shots$")
 # stay part of the run's cfg (the two protocols never mix) and are stripped only to find the zero-shot reference
 VARIANT_SUFFIXES = ("_transductive", "_inductive")
 # the script name of each method and the Dassl trainer it runs (scripts/<method>/main.sh)
-METHOD_TRAINERS = {"zsclip": "ZeroshotCLIP", "fair": "FAIR", "reclip": "ReCLIP", "dac": "DAC"}
-ZERO_SHOT_TRAINER = "ZeroshotCLIP"
+METHOD_TRAINERS = {"zsclip": "ZSCLIP", "fair": "FAIR", "reclip": "ReCLIP", "dac": "DAC"}
+ZERO_SHOT_TRAINER = "ZSCLIP"
 
 
 @dataclass(frozen=True)

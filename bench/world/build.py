@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.clip_adapt.data.splits import write_split
-from trainers.clip_adapt.download import file_digest
+from clip_adapt.data.splits import write_split
+from clip_adapt.download import file_digest
 
 from . import fashion_mnist, shift, train_clip
 
@@ -139,7 +139,7 @@ def domain_counts(root, params, shifted, rewrite):
 
 
 def _load(path):
-    from trainers.clip_adapt.clip_loader import load_clip
+    from clip_adapt.clip_loader import load_clip
 
     return load_clip(path)
 

@@ -7,7 +7,7 @@ CLIP was trained with (as CuPL's GPT descriptions are for a web-trained CLIP).
 import json
 from pathlib import Path
 
-from trainers.clip_adapt.prompts import GENERIC_ENSEMBLE
+from clip_adapt.prompts import GENERIC_ENSEMBLE
 
 from .fashion_mnist import CLASSNAMES
 

@@ -49,11 +49,11 @@ def _probe(x, y, epochs=300, lr=1e-2, weight_decay=1e-3):
 
 
 def headroom(root="data/world", shots=(4, 16), seeds=(1, 2, 3), ln_epochs=10, threads=2):
-    from trainers.clip_adapt.clip_loader import load_clip
-    from trainers.clip_adapt.dac.cache_model import cache_logits, cache_values
-    from trainers.clip_adapt.prompts import get_templates
-    from trainers.clip_adapt.reclip.label_propagation import label_propagation
-    from trainers.clip_adapt.text import class_embeddings
+    from clip_adapt.clip_loader import load_clip
+    from clip_adapt.dac.cache_model import cache_logits, cache_values
+    from clip_adapt.prompts import get_templates
+    from clip_adapt.reclip.label_propagation import label_propagation
+    from clip_adapt.text import class_embeddings
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 DATASET = "fashion_mnist_shift"
 CFG = "world"
 METHODS = {  # name -> (script, extra positional args, TRAINER)
-    "zsclip": ("scripts/zsclip/main.sh", [], "ZeroshotCLIP"),
+    "zsclip": ("scripts/zsclip/main.sh", [], "ZSCLIP"),
     "fair": ("scripts/fair/main.sh", [], "FAIR"),
     "reclip": ("scripts/reclip/main.sh", [], "ReCLIP"),
     "dac": ("scripts/dac/main.sh", ["4"], "DAC"),
@@ -81,15 +81,15 @@ def run_method(name, root, output, seeds, extra=(), cfg=CFG):
 
 
 def gains(output, seeds, cfg=CFG):
-    """{trainer: (per-seed accuracies, per-seed gains over ZeroshotCLIP)} from the output tree (tools.runs)."""
+    """{trainer: (per-seed accuracies, per-seed gains over ZSCLIP)} from the output tree (tools.runs)."""
     from tools import results, runs
 
     summaries = {s.trainer: s for s in results.aggregate(runs.scan(output), seeds)
                  if s.dataset == DATASET and runs.base_cfg(s.cfg) == cfg}
-    zs = summaries.get("ZeroshotCLIP")
+    zs = summaries.get("ZSCLIP")
     out = {}
     for trainer, s in summaries.items():
-        if trainer == "ZeroshotCLIP" or zs is None:
+        if trainer == "ZSCLIP" or zs is None:
             continue
         common = sorted(set(s.accuracies) & set(zs.accuracies))
         out[trainer] = ({k: s.accuracies[k] for k in common},

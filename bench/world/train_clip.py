@@ -12,7 +12,7 @@ a batch of 128 holds many same-class pairs, which plain InfoNCE would push apart
 Images: the official train split minus its last HOLDOUT images, which are kept out of pre-training (the world's
 target train/val splits are drawn from them). Fixed seed, fixed number of steps, AdamW with linear warmup and
 cosine decay: on a 2-core CPU the default (880 steps of 128) takes about 5 minutes and is reproducible there.
-The checkpoint is a plain state dict that `trainers.clip_adapt.clip_loader.load_clip(path)` (MODEL.BACKBONE.NAME
+The checkpoint is a plain state dict that `clip_adapt.clip_loader.load_clip(path)` (MODEL.BACKBONE.NAME
 <path>) rebuilds through `clip.model.build_model`.
 """
 import argparse

@@ -3,4 +3,4 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 [[ $# -ge 2 ]] || usage_exit "bash scripts/zsclip/main.sh <dataset> <cfg> [KEY VALUE ...]"
 dataset="$1"; cfg="$2"; shift 2
-run_seeds ZeroshotCLIP "$dataset" "$cfg" "$cfg" --eval-only -- "$@"
+run_seeds ZSCLIP "$dataset" "$cfg" "$cfg" --eval-only -- "$@"

@@ -70,7 +70,7 @@ def checkpoint_fingerprint(path):
 
 
 def _download(url, target, expected_sha256):
-    """Download `url` to `target`, kept only if its sha256 matches (trainers/clip_adapt/download.py)."""
+    """Download `url` to `target`, kept only if its sha256 matches (clip_adapt/download.py)."""
     try:
         return download_verified(url, target, expected_sha256, "sha256", timeout=None)
     except ChecksumError as e:

@@ -2,7 +2,7 @@
 
 What it changes in Dassl's behaviour, so our trainers work on current torch without patching Dassl
 (DESIGN.md, "The Dassl edge"):
-- LR schedules are torch's own (trainers/clip_adapt/optim.py), built by `register_trainable`.
+- LR schedules are torch's own (clip_adapt/optim.py), built by `register_trainable`.
 - Checkpoints hold state dicts only and are loaded with torch's default `weights_only=True`.
 - A checkpoint (models, optimisers, schedulers, RNG states, `extra_state()`) is written atomically after EVERY
   epoch, so an interrupted run resumes from its output folder at the last finished epoch. `TRAIN.CHECKPOINT_FREQ`
@@ -26,12 +26,12 @@ import torch
 from dassl.data.data_manager import DataManager, DatasetWrapper, build_data_loader
 from dassl.engine import TrainerX
 
-from .clip_adapt import checkpoint as ckpt
-from .clip_adapt.cache import FeatureCache
-from .clip_adapt.data.errors import DatasetError
-from .clip_adapt.clip_loader import checkpoint_fingerprint, load_clip, resolve_checkpoint, resolve_precision
-from .clip_adapt.optim import build_optimizer, build_scheduler
-from .clip_adapt.prompts import short_name
+from clip_adapt import checkpoint as ckpt
+from clip_adapt.cache import FeatureCache
+from clip_adapt.data.errors import DatasetError
+from clip_adapt.clip_loader import checkpoint_fingerprint, load_clip, resolve_checkpoint, resolve_precision
+from clip_adapt.optim import build_optimizer, build_scheduler
+from clip_adapt.prompts import short_name
 
 TRAINER_STATE = "trainer_state.pth.tar"
 RESULTS = "results.json"

@@ -3,13 +3,32 @@
 `extend_cfg(cfg)` is called by `train.py` (and by tests) on Dassl's default config before any yaml file is merged,
 so an unknown key in a yaml file or on the command line is rejected by yacs with the key's name.
 Each trainer reads only its own section (`cfg.TRAINER.<NAME>`) plus the shared keys declared here.
+Keys already present are left untouched (inside a CoOp checkout, CoOp's own `extend_cfg` runs too).
 Only `yacs` is imported: this module is usable without Dassl.
 """
 from yacs.config import CfgNode as CN
 
 
 def extend_cfg(cfg):
-    """Add the project's keys to a Dassl default config (in place) and return it."""
+    """Add the project's keys to a Dassl default config (in place) and return it; present keys are kept."""
+    _add_missing(cfg, _declared())
+    return cfg
+
+
+def _add_missing(cfg, ours):
+    for key, value in ours.items():
+        if key not in cfg:
+            cfg[key] = value
+        elif isinstance(value, CN) and isinstance(cfg[key], CN):
+            _add_missing(cfg[key], value)
+
+
+def _declared():
+    """Every key this project declares, with its default."""
+    cfg = CN()
+    for node in ("MODEL", "TRAINER", "OPTIM", "DATASET"):
+        cfg[node] = CN()
+    cfg.MODEL.BACKBONE = CN()
     # ---- shared: CLIP backbone and precision -------------------------------------------------------------
     # MODEL.BACKBONE.NAME (Dassl's key) holds a CLIP name ("ViT-B/16") or a path to a local checkpoint.
     cfg.MODEL.BACKBONE.CACHE_DIR = ""  # where named checkpoints live; "" = $CLIP_CACHE_DIR or ~/.cache/clip
@@ -17,7 +36,7 @@ def extend_cfg(cfg):
     cfg.TRAINER.PREC = "fp16"  # fp16 | fp32 | amp (forced to fp32 on CPU)
     cfg.TRAINER.FEATURE_CACHE_DIR = ""  # on-disk text/image feature caches; "" = $CLIP_ADAPT_CACHE or ~/.cache/clip_adapt
 
-    # ---- shared: optimisation (torch-native schedulers, see trainers/clip_adapt/optim.py) ----------------
+    # ---- shared: optimisation (torch-native schedulers, see clip_adapt/optim.py) ----------------
     cfg.OPTIM.MIN_LR = 0.0  # eta_min of the cosine schedule
 
     # ---- shared: data ------------------------------------------------------------------------------------
@@ -29,7 +48,7 @@ def extend_cfg(cfg):
     cfg.DATASET.ALLOW_MISSING = False  # leave out listed-but-absent images (dead Birdsnap URLs), listed in
     #                                    <dataset>/missing_images.txt; False: such an image is an error
 
-    # ---- ZeroshotCLIP ------------------------------------------------------------------------------------
+    # ---- ZSCLIP ------------------------------------------------------------------------------------
     cfg.TRAINER.ZSCLIP = CN()
     cfg.TRAINER.ZSCLIP.TEMPLATES = "single"  # single (CoOp's per-dataset template) | ensemble (CLIP's)
 

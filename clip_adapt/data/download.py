@@ -11,7 +11,7 @@ from .errors import DatasetError
 
 
 def fetch(url, dest, md5):
-    """Download `url` to `dest` unless a file with the right MD5 is already there (trainers/clip_adapt/download.py)."""
+    """Download `url` to `dest` unless a file with the right MD5 is already there (clip_adapt/download.py)."""
     dest = Path(dest)
     if dest.is_file() and file_digest(dest, "md5") == md5:
         return dest

@@ -1,0 +1,328 @@
+"""DAC (Gondal et al., WACV 2024) as a Dassl trainer: thin wiring of clip_adapt/dac (methods/DAC.md).
+
+Flow: CLIP is loaded and frozen; the class text embeddings W are computed once (cached). Before training, the
+few-shot train split is encoded TRAINER.DAC.AUG_PASSES times with the train transform (A augmentation passes) and,
+when needed, the few-shot val split and the test split once with the test transform; every pass goes through the
+on-disk feature cache (clip_adapt/features.py), so a second run with the same cache never runs the image
+encoder. An epoch is one shuffled pass over the N few-shot images, each as one of its A cached views drawn at random
+(TRAINER.DAC.EPOCH_VIEWS "one"; "all": over all A*N views), in batches of TRAINER.DAC.BATCH_SIZE: the adapter g
+trains with the supervised contrastive loss, the text modulation W' with cross-entropy (DAC.md, parts 1, 2, 4).
+After the last epoch the cache model (keys = mean over passes of g(f)) is built and alpha/beta are searched on the
+val split (never test; part 3); the chosen values are printed, written to tensorboard, to `dac_search.json`, to
+`results.json` and, with the cache model, to `dac_final.pt` in the output folder. Then the last-epoch model is
+tested with Dassl's evaluator on the cached test features (CoOp's `=> result` / `* accuracy: X%` lines).
+
+Choices where the spec is silent (docs/DAC.md):
+- Few-shot train split: the dataset's own (DATASET.NUM_SHOTS, seeded and cached by the dataset); if a dataset hands
+  over more than K images of a class, K are drawn here with Dassl's sampler seeded by SEED. The val split is cut the
+  same way to min(K, TRAINER.DAC.VAL_SHOTS) images per class (CoOp's min(K, 4)); VAL_SHOTS -1 keeps all of val.
+- The CE of DAC-T uses the frozen features f of the augmented views (as the final logits s f W'^T do); the two losses
+  are summed (they share no parameter) and one AdamW (OPTIM.*) optimises both parts, its schedule stepped per epoch.
+- Evaluation (test, val, eval-only) runs on cached features: images are decoded only on a cache miss.
+- Evaluation of a model trained on another class set (the OOD protocol: ImageNet -> ImageNet-A/-R, 200 classes):
+  W is rebuilt from the target class names; the per-class rows of the text modulation and the label columns of the
+  cache model are mapped by class name (a target class absent from training is an error naming it).
+"""
+import json
+import os.path as osp
+import random
+from collections import Counter
+
+import torch
+from dassl.engine import TRAINER_REGISTRY
+from torch.utils.data import DataLoader, Dataset
+
+from clip_adapt.engine.base import CLIPAdaptTrainer
+from clip_adapt import checkpoint as ckpt
+from clip_adapt.dac import DACHead, cache_logits, cache_values, class_index_map, epoch_length, flat_view_index, grid, \
+    remap_state_dict, search_alpha_beta
+from clip_adapt.dac.text_modulation import MODES as TEXT_MODES
+from clip_adapt.features import cached_features, feature_key
+from clip_adapt.prompts import get_templates
+from clip_adapt.text import class_embeddings
+
+SEARCH_JSON = "dac_search.json"
+FINAL_STATE = "dac_final.pt"
+
+
+class _ViewIndex(Dataset):
+    """Positions of one epoch over the cached views (flat_view_index maps them): the loop never touches an image."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return {"index": i}
+
+
+@TRAINER_REGISTRY.register()
+class DAC(CLIPAdaptTrainer):
+    """Adapter (DAC-V) and text-embedding modulation (DAC-T) trained on cached features; alpha/beta from val."""
+
+    def check_cfg(self, cfg):
+        dc = cfg.TRAINER.DAC
+        if dc.AUG_PASSES < 1:
+            raise ValueError(f"TRAINER.DAC.AUG_PASSES must be >= 1, got {dc.AUG_PASSES}")
+        if dc.BATCH_SIZE < 2:
+            raise ValueError(f"TRAINER.DAC.BATCH_SIZE must be >= 2 (contrastive pairs), got {dc.BATCH_SIZE}")
+        if dc.TEXT_MOD not in TEXT_MODES:
+            raise ValueError(f"TRAINER.DAC.TEXT_MOD must be one of {TEXT_MODES}, got {dc.TEXT_MOD!r}")
+        if dc.VAL_SHOTS == 0:
+            raise ValueError("TRAINER.DAC.VAL_SHOTS must be >= 1 (or -1 for the whole val split), got 0")
+        epoch_length(1, 1, dc.EPOCH_VIEWS)  # an unknown value is an error naming the key
+        grid(dc.SEARCH_ALPHA, "TRAINER.DAC.SEARCH_ALPHA")
+        grid(dc.SEARCH_BETA, "TRAINER.DAC.SEARCH_BETA")
+
+    # ---- data ---------------------------------------------------------------------------------------------
+    def _draw_shots(self, source, k, what):
+        """At most `k` items per class of `source` (Dassl's sampler, seeded by SEED); unchanged if it has <= k."""
+        source = list(source or [])
+        counts = Counter(d.label for d in source)
+        if k < 1 or not counts or max(counts.values()) <= k:
+            return source
+        state = random.getstate()
+        random.seed(self.cfg.SEED)
+        try:
+            drawn = self.dm.dataset.generate_fewshot_dataset(source, num_shots=k)
+        finally:
+            random.setstate(state)
+        print(f"DAC: the dataset gave up to {max(counts.values())} {what} images per class; drew {k} per class "
+              f"(seed {self.cfg.SEED})")
+        return drawn
+
+    @property
+    def val_shots(self):
+        """min(K, VAL_SHOTS) (VAL_SHOTS when K < 1); -1 = the whole val split."""
+        cap, k = self.cfg.TRAINER.DAC.VAL_SHOTS, self.cfg.DATASET.NUM_SHOTS
+        if cap < 1:
+            return -1
+        return cap if k < 1 else min(k, cap)
+
+    def build_data_loader(self):
+        super().build_data_loader()
+        k = self.cfg.DATASET.NUM_SHOTS
+        dataset = self.dm.dataset
+        if k < 1:
+            print("DAC: DATASET.NUM_SHOTS < 1: the whole train split is the labelled set")
+        self.fewshot = self._draw_shots(dataset.train_x, k, "train")
+        self._fewshot_val = None  # drawn on first use (an eval-only run never needs it)
+        self.train_tfm = self.train_loader_x.dataset.transform
+        self.test_tfm = self.test_loader.dataset.transform
+        print(f"DAC: {len(self.fewshot)} labelled train images ({k} shots), {len(dataset.test)} test images")
+
+    @property
+    def fewshot_val(self):
+        """The val split cut to min(K, VAL_SHOTS) images per class: what the alpha/beta search sees."""
+        if self._fewshot_val is None:
+            self._fewshot_val = self._draw_shots(self.dm.dataset.val, self.val_shots, "val")
+            print(f"DAC: {len(self._fewshot_val)} val images ({self.val_shots} shots per class) for the alpha/beta "
+                  f"search")
+        return self._fewshot_val
+
+    def _loader(self, source, tfm):
+        return self.make_loader(source, "SequentialSampler", self.cfg.DATALOADER.TEST.BATCH_SIZE, tfm)
+
+    def _encode_split(self, source, split, tfm, aug_pass=0, num_shots=-1, seed=0):
+        """(features, labels) of `source` through the feature cache (the encoder runs only on a miss)."""
+        key = feature_key(self.backbone_id, self.cfg.DATASET.NAME, split, [d.impath for d in source],
+                          [d.label for d in source], repr(tfm), aug_pass=aug_pass, num_shots=num_shots,
+                          fewshot_seed=self.cfg.SEED if num_shots >= 1 else -1)
+        desc = f"{split} features" + (f" (pass {aug_pass + 1})" if split == "train" else "")
+        feats, labels = cached_features(self.feature_cache, key, self.clip_model, self._loader(source, tfm),
+                                        seed=seed, device=self.device, autocast=self.autocast, desc=desc)
+        return feats.to(self.device), labels.to(self.device)
+
+    def split_features(self, split):
+        """(features, labels) of the few-shot val split or of the test split (test transform, one pass, cached)."""
+        if split not in self._features:
+            source = self.fewshot_val if split == "val" else self.dm.dataset.test
+            if not source:
+                raise ValueError(f"DAC needs a {split} split, but dataset {self.cfg.DATASET.NAME} has none"
+                                 + (" (alpha/beta are searched on val, never on test)" if split == "val" else ""))
+            shots = self.val_shots if split == "val" else -1
+            self._features[split] = self._encode_split(source, split, self.test_tfm, num_shots=shots)
+        return self._features[split]
+
+    def train_views(self):
+        """A x N x D features of the few-shot set (A augmentation passes of the train transform, cached)."""
+        if self._views is None:
+            if not self.fewshot:
+                raise ValueError(f"DAC: dataset {self.cfg.DATASET.NAME} has no labelled train images to build the "
+                                 f"cache model from (evaluating a trained model needs its {FINAL_STATE})")
+            cfg = self.cfg
+            passes = [self._encode_split(self.fewshot, "train", self.train_tfm, aug_pass=a,
+                                         num_shots=cfg.DATASET.NUM_SHOTS, seed=cfg.SEED * 1000 + a)
+                      for a in range(cfg.TRAINER.DAC.AUG_PASSES)]
+            self._views = torch.stack([p[0] for p in passes])
+            self._view_labels = passes[0][1]
+        return self._views, self._view_labels
+
+    # ---- model --------------------------------------------------------------------------------------------
+    def build_model(self):
+        dc = self.cfg.TRAINER.DAC
+        self.clip_model = self.build_clip()
+        self.clip_model.requires_grad_(False)
+        self.clip_model.eval()
+        templates = get_templates(self.dataset_short, dc.TEMPLATES)
+        text = class_embeddings(self.clip_model, self.classnames, templates, cache=self.feature_cache,
+                                backbone_id=self.backbone_id).to(self.device)
+        scale = self.clip_model.logit_scale.exp().float().item()
+        self.head = DACHead(text, scale, residual=dc.ADAPTER_RESIDUAL, text_mod=dc.TEXT_MOD, gamma=dc.TEXT_GAMMA,
+                            classnames=self.classnames).to(self.device)
+        self.register_trainable("dac", self.head)
+        n = sum(p.numel() for p in self.head.parameters() if p.requires_grad)
+        print(f"DAC: {n:,} trainable parameters (adapter {'residual' if dc.ADAPTER_RESIDUAL else 'linear'}, "
+              f"text modulation {dc.TEXT_MOD}); W from {len(templates)} templates; CLIP frozen")
+        self.alpha, self.beta, self.search = float(dc.INIT_ALPHA), float(dc.INIT_BETA), None
+        self._features, self._views, self._view_labels = {}, None, None
+        self._cache = None  # (keys, values, column map or None)
+        self._loaded_cache = None  # a cache model read from a model dir (eval-only)
+
+    # ---- training on cached features ----------------------------------------------------------------------
+    def before_train(self):
+        views, labels = self.train_views()
+        a, n, d = views.shape
+        self._flat_views, self._flat_labels = views.reshape(a * n, d), labels.repeat(a)
+        self._n_images, self._n_passes = n, a
+        mode = self.cfg.TRAINER.DAC.EPOCH_VIEWS
+        self.train_loader_x = DataLoader(_ViewIndex(epoch_length(n, a, mode)),
+                                         batch_size=self.cfg.TRAINER.DAC.BATCH_SIZE, shuffle=True)
+        print(f"DAC: training on {a} x {n} cached views, {epoch_length(n, a, mode)} per epoch (EPOCH_VIEWS {mode}; "
+              f"{len(self.train_loader_x)} batches per epoch)")
+        super().before_train()
+
+    def forward_backward(self, batch):
+        """Contrastive loss on g(f) + CE on s f W'^T over a batch of cached views (DAC.md, parts 1, 2, 4)."""
+        index = flat_view_index(batch["index"], self._n_images, self._n_passes, self.cfg.TRAINER.DAC.EPOCH_VIEWS)
+        index = index.to(self.device)
+        loss, parts = self.head.loss(self._flat_views[index], self._flat_labels[index],
+                                     self.cfg.TRAINER.DAC.CONTRAST_TEMP)
+        self.model_backward_and_update(loss, "dac")
+        self._cache = None  # the adapter changed: the cache keys must be rebuilt
+        if self.batch_idx + 1 == self.num_batches:
+            self.update_lr()
+        return {"loss": loss.item(), "loss_con": parts["loss_con"].item(), "loss_ce": parts["loss_ce"].item()}
+
+    # ---- cache model and the val search -------------------------------------------------------------------
+    @torch.no_grad()
+    def cache_model(self):
+        """(keys, values, column map): keys = mean over passes of g(f) (part 1), or the one read from a model dir."""
+        if self._cache is None:
+            if self._loaded_cache is not None:
+                src = list(self._loaded_cache["classnames"])
+                keys = self._loaded_cache["keys"].to(self.device)
+                values = cache_values(self._loaded_cache["labels"].to(self.device), len(src))
+                cols = None if src == self.classnames else class_index_map(src, self.classnames).to(self.device)
+            else:
+                views, labels = self.train_views()
+                keys, values = self.head.build_cache(views, labels, len(self.classnames))
+                cols = None
+            self._cache = (keys, values, cols)
+        return self._cache
+
+    @torch.no_grad()
+    def logits_from_features(self, feats, alpha=None, beta=None):
+        """Final logits s f W'^T + alpha * exp(-beta (1 - g(f) K^T)) L (DAC.md, part 3)."""
+        alpha = self.alpha if alpha is None else alpha
+        beta = self.beta if beta is None else beta
+        logits = self.head.text_logits(feats)
+        if alpha != 0:
+            keys, values, cols = self.cache_model()
+            image = cache_logits(self.head.adapter(feats), keys, values, beta)
+            logits = logits + alpha * (image if cols is None else image[:, cols])
+        return logits
+
+    @torch.no_grad()
+    def search_alpha_beta(self):
+        """Grid search of alpha and beta on the val split only (DAC.md, part 3); logs and saves the choice."""
+        dc = self.cfg.TRAINER.DAC
+        self.set_model_mode("eval")
+        feats, labels = self.split_features("val")
+        keys, values, cols = self.cache_model()
+        if cols is not None:
+            values = values[:, cols]
+        alphas, betas = grid(dc.SEARCH_ALPHA, "TRAINER.DAC.SEARCH_ALPHA"), grid(dc.SEARCH_BETA, "TRAINER.DAC.SEARCH_BETA")
+        res = search_alpha_beta(self.head.text_logits(feats), self.head.adapter(feats), keys, values, labels,
+                                alphas, betas)
+        self.alpha, self.beta, self.search = res.alpha, res.beta, res
+        print(f"DAC: alpha/beta searched on val ({labels.numel()} images, {len(alphas)} x {len(betas)} grid): "
+              f"alpha = {res.alpha:.4g}, beta = {res.beta:.4g} (val accuracy {res.val_accuracy:.2f}%)")
+        self.write_scalar("dac/alpha", res.alpha, self.epoch)
+        self.write_scalar("dac/beta", res.beta, self.epoch)
+        record = {"alpha": res.alpha, "beta": res.beta, "val_accuracy": res.val_accuracy, "split": "val",
+                  "val_images": labels.numel(), "val_shots": self.val_shots, "epoch": self.epoch + 1,
+                  "search_alpha": list(dc.SEARCH_ALPHA), "search_beta": list(dc.SEARCH_BETA)}
+        with open(osp.join(self.output_dir, SEARCH_JSON), "w") as f:
+            json.dump(record, f, indent=2)
+        ckpt.save({"alpha": res.alpha, "beta": res.beta, "keys": keys.cpu(), "labels": self.train_views()[1].cpu(),
+                   "classnames": self.classnames, "epoch": self.epoch + 1, "num_shots": self.cfg.DATASET.NUM_SHOTS},
+                  osp.join(self.output_dir, FINAL_STATE))
+        return res
+
+    def after_train(self):
+        self.search_alpha_beta()
+        super().after_train()
+
+    def write_results(self, **extra):
+        shots = self._loaded_cache.get("num_shots") if self._loaded_cache else self.cfg.DATASET.NUM_SHOTS
+        super().write_results(alpha=self.alpha, beta=self.beta, num_shots=shots,
+                              val_accuracy=self.search.val_accuracy if self.search else None, **extra)
+
+    # ---- inference on cached features ---------------------------------------------------------------------
+    def test(self, split=None):
+        """Dassl's test loop (and its `=> result` lines) over the cached features of the split."""
+        name = split or self.cfg.TEST.SPLIT
+        if name == "val" and self.val_loader is None:
+            name = "test"  # Dassl's rule
+        feats, labels = self.split_features(name)
+        bs = self.cfg.DATALOADER.TEST.BATCH_SIZE
+        batches = [{"features": feats[i:i + bs], "label": labels[i:i + bs]} for i in range(0, len(labels), bs)]
+        attr = "val_loader" if name == "val" else "test_loader"
+        loader = getattr(self, attr)
+        setattr(self, attr, batches)
+        try:
+            return super().test(name)
+        finally:
+            setattr(self, attr, loader)
+
+    def parse_batch_test(self, batch):
+        return batch["features"], batch["label"]
+
+    def model_inference(self, features):
+        return self.logits_from_features(features)
+
+    # ---- checkpoints ---------------------------------------------------------------------------------------
+    def _load_model_state(self, name, state):
+        src = (state.get("_extra_state") or {}).get("classnames") if name == "dac" else None
+        if src is not None and list(src) != self.classnames:
+            print(f"DAC: the model was trained on {len(src)} classes; mapping them by name to this dataset's "
+                  f"{len(self.classnames)}")
+            state = remap_state_dict(state, src, self.classnames)
+        super()._load_model_state(name, state)
+
+    def load_model(self, directory, epoch=None):
+        """The registered head (Dassl's checkpoint) and the cache model with the searched alpha/beta."""
+        final = osp.join(directory, FINAL_STATE) if directory else ""
+        loaded = ckpt.load(final) if final and osp.exists(final) else None
+        if loaded is not None and epoch is not None and int(epoch) != int(loaded.get("epoch", epoch)):
+            raise ValueError(f"{final} holds the cache model of epoch {loaded['epoch']}; --load-epoch {epoch} "
+                             f"would pair it with another epoch's adapter")
+        super().load_model(directory, epoch)
+        if loaded is not None:
+            self._loaded_cache, self._cache = loaded, None
+            self.alpha, self.beta = float(loaded["alpha"]), float(loaded["beta"])
+            print(f"DAC: loaded the cache model ({len(loaded['labels'])} images) and the val-searched "
+                  f"alpha = {self.alpha:.4g}, beta = {self.beta:.4g} from {final}")
+        elif directory:
+            print(f"DAC: no {FINAL_STATE} in {directory}: the cache model is built from this dataset's few-shot "
+                  f"train split, alpha = {self.alpha:.4g}, beta = {self.beta:.4g}")
+
+    def extra_state(self):
+        return {"alpha": self.alpha, "beta": self.beta}
+
+    def load_extra_state(self, state):
+        if "alpha" in state:
+            self.alpha, self.beta = float(state["alpha"]), float(state["beta"])

@@ -1,0 +1,193 @@
+"""ReCLIP (Hu et al., WACV 2024) as a Dassl trainer: thin wiring of clip_adapt/reclip (methods/RECLIP.md).
+
+Per epoch (RECLIP.md, part 5): a no-grad pass over the adaptation split collects ReCLIP-V's image features (and,
+once per run, the frozen encoder's features, which ReCLIP-T uses); labels are propagated for each branch in its
+own projection space; ReCLIP-V's classifier becomes the centroids of its assignment; then each branch trains with
+cross-entropy on the samples where both branches' pseudo-labels agree (a mean over agreed samples for both
+branches: the official code divides ReCLIP-V's loss by the batch size a second time, we do not).
+Inference averages the two branches' logits (part 6); the last epoch is reported (no selection on test labels).
+
+Choices where the spec is silent or where we differ from the official code (docs/RECLIP.md):
+- DATASET.ADAPT_SPLIT: "test" (default, transductive, the paper's protocol) or "train" (inductive: adapt on the
+  unlabelled train split, evaluate on test). The adaptation split's labels are read only for a diagnostic log
+  line (pseudo-label accuracy); they never reach a loss.
+- Adaptation batches use the test transform (CLIP preprocessing, no augmentation), DATALOADER.TRAIN_X.BATCH_SIZE.
+- ReCLIP-T's image features come from the frozen encoder, so they are computed once and looked up by index at
+  each step instead of re-encoding the batch (same numbers, one image forward less per step); disagreeing
+  samples contribute no gradient, so only the agreed images of a batch go through ReCLIP-V.
+- ReCLIP-T's training classifier uses the dataset's single template (TRAINER.RECLIP.TEMPLATES gives its anchors
+  and projection); ReCLIP-V's anchors and projection are the frozen template-ensemble text embeddings.
+- A step where no sample agrees is skipped (as in the official code), so weight decay does not act alone.
+- Logits use CLIP's own logit scale (100 for the released models; the official code hard-codes 100).
+- Epochs: min(100, N/5000 + 2) with TRAINER.RECLIP.AUTO_EPOCHS, else OPTIM.MAX_EPOCH.
+"""
+import copy
+
+import torch
+from dassl.engine import TRAINER_REGISTRY
+from tqdm import tqdm
+
+from clip_adapt.engine.base import CLIPAdaptTrainer
+from clip_adapt.prompts import get_templates
+from clip_adapt.reclip import ReCLIPText, ReCLIPVisual, agreement_cross_entropy, auto_epochs, pseudo_label_round
+from clip_adapt.reclip.self_training import PseudoLabelRound
+from clip_adapt.text import class_embeddings
+
+ADAPT_SPLITS = ("test", "train")
+DEFAULT_ADAPT_SPLIT = "test"
+
+
+@TRAINER_REGISTRY.register()
+class ReCLIP(CLIPAdaptTrainer):
+    """ReCLIP-V (visual norms) and ReCLIP-T (text norms) trained by cross-modality self-training."""
+
+    # ---- data ---------------------------------------------------------------------------------------------
+    def check_cfg(self, cfg):
+        split = cfg.DATASET.ADAPT_SPLIT or DEFAULT_ADAPT_SPLIT
+        if split not in ADAPT_SPLITS:
+            raise ValueError(f"DATASET.ADAPT_SPLIT must be one of {ADAPT_SPLITS} or '' (= {DEFAULT_ADAPT_SPLIT}) "
+                             f"for ReCLIP, got {cfg.DATASET.ADAPT_SPLIT!r}")
+
+    @property
+    def adapt_split(self):
+        return self.cfg.DATASET.ADAPT_SPLIT or DEFAULT_ADAPT_SPLIT
+
+    def build_data_loader(self):
+        """Dassl's loaders, then the adaptation split's: shuffled for training, in order for the feature pass."""
+        super().build_data_loader()
+        cfg = self.cfg
+        dataset = self.dm.dataset
+        self.adapt_source = dataset.test if self.adapt_split == "test" else dataset.train_x
+        tfm = self.test_loader.dataset.transform  # CLIP preprocessing, no augmentation
+        self.train_loader_x = self.make_loader(self.adapt_source, "RandomSampler", cfg.DATALOADER.TRAIN_X.BATCH_SIZE,
+                                               tfm)
+        self.adapt_loader = self.make_loader(self.adapt_source, "SequentialSampler", cfg.DATALOADER.TEST.BATCH_SIZE,
+                                             tfm)
+        print(f"ReCLIP adapts on the unlabelled {self.adapt_split} split ({len(self.adapt_source)} images; "
+              f"{'transductive' if self.adapt_split == 'test' else 'inductive'})")
+
+    # ---- model --------------------------------------------------------------------------------------------
+    def build_model(self):
+        cfg, rc = self.cfg, self.cfg.TRAINER.RECLIP
+        if rc.AUTO_EPOCHS:
+            self.max_epoch = auto_epochs(len(self.adapt_source))
+        print(f"ReCLIP: {self.max_epoch} epochs "
+              f"({'min(100, N/5000 + 2)' if rc.AUTO_EPOCHS else 'OPTIM.MAX_EPOCH'})")
+        clip_v = self.build_clip()
+        clip_t = copy.deepcopy(clip_v)
+        templates = get_templates(self.dataset_short, rc.TEMPLATES)
+        # frozen template-ensemble embeddings: ReCLIP-V's classifier at epoch 0, its anchors and projection
+        self.text_anchors = class_embeddings(clip_v, self.classnames, templates, cache=self.feature_cache,
+                                             backbone_id=self.backbone_id).to(self.device)
+        single = get_templates(self.dataset_short, "single")[0]
+        self.branch_v = ReCLIPVisual(clip_v, self.text_anchors)
+        self.branch_t = ReCLIPText(clip_t, self.classnames, single, templates).to(self.device)
+        self.branch_v.to(self.device)
+        self.register_trainable("reclip_v", self.branch_v, save="trainable")
+        text_optim = cfg.OPTIM.clone()
+        text_optim.defrost()
+        text_optim.LR = rc.TEXT_LR
+        self.register_trainable("reclip_t", self.branch_t, optim_cfg=text_optim, save="trainable")
+        n_v = sum(p.numel() for p in self.branch_v.parameters() if p.requires_grad)
+        n_t = sum(p.numel() for p in self.branch_t.parameters() if p.requires_grad)
+        print(f"ReCLIP-V trains {n_v:,} visual norm parameters; ReCLIP-T trains {n_t:,} text norm parameters "
+              f"(template {single!r}; anchors from {len(templates)} templates)")
+        self.round = None  # this epoch's PseudoLabelRound
+        self.frozen_features = None  # N x D, the frozen visual encoder's features of the adaptation split
+        self._eval_text = None
+
+    # ---- per-epoch pseudo-labels --------------------------------------------------------------------------
+    @torch.no_grad()
+    def _feature_pass(self, encode, desc):
+        """Features of the adaptation split, in order. It leaves the global RNG untouched (a DataLoader iterator
+        draws a seed from it), so a resumed run, which also recomputes the frozen features, shuffles alike."""
+        feats, labels = [], []
+        with torch.random.fork_rng(devices=[]):
+            for batch in tqdm(self.adapt_loader, desc=desc, leave=False):
+                with self.autocast():
+                    feats.append(encode(batch["img"].to(self.device)).float())
+                labels.append(batch["label"])
+        return torch.cat(feats), torch.cat(labels).to(self.device)
+
+    def before_epoch(self):
+        """The no-grad pass, label propagation for both branches, ReCLIP-V's new classifier (RECLIP.md, 5)."""
+        rc = self.cfg.TRAINER.RECLIP
+        self.set_model_mode("eval")
+        tag = f"epoch {self.epoch + 1}/{self.max_epoch}"
+        if self.frozen_features is None:
+            self.frozen_features, _ = self._feature_pass(self.branch_t.encode_frozen_images,
+                                                         f"{tag}: frozen image features")
+        feats_v, labels = self._feature_pass(self.branch_v.encode_images, f"{tag}: ReCLIP-V image features")
+        anchors_t = self.branch_t.anchor_embeddings()
+        self.round = pseudo_label_round(feats_v, self.frozen_features, self.text_anchors, anchors_t, rank=rc.RANK,
+                                        k=rc.KNN, alpha=rc.ALPHA, cg_iters=rc.CG_ITERS, chunk=rc.CHUNK,
+                                        progress=True)
+        self.branch_v.set_classifier(self.round.centroids)
+        self._eval_text = None
+        self._log_round(labels, tag)
+
+    def _log_round(self, labels, tag):
+        """Diagnostic only: the adaptation split's labels never reach a loss."""
+        r = self.round
+        agree = r.agree
+
+        def acc(pred, where=None):
+            hits = pred == labels
+            hits = hits if where is None else hits[where]
+            return 100.0 * hits.float().mean().item() if hits.numel() else 0.0
+
+        print(f"{tag}: pseudo-label accuracy (diagnostic) ReCLIP-V {acc(r.labels_v):.2f}% ReCLIP-T "
+              f"{acc(r.labels_t):.2f}% | agreement {100.0 * agree.float().mean().item():.2f}% "
+              f"(accuracy on agreed {acc(r.labels_v, agree):.2f}%)")
+        self.write_scalar("reclip/agreement", agree.float().mean().item(), self.epoch)
+
+    # ---- training step ------------------------------------------------------------------------------------
+    def forward_backward(self, batch):
+        """Cross-entropy on agreed samples for both branches (RECLIP.md, part 5)."""
+        index = batch["index"].to(self.device)
+        labels_v, labels_t = self.round.labels_v[index], self.round.labels_t[index]
+        agreed = (labels_v == labels_t).nonzero().squeeze(1)
+        self._eval_text = None
+        summary = {"agree": agreed.numel() / max(index.numel(), 1)}
+        if agreed.numel() == 0:  # nothing to learn from: skip the step (official code)
+            return summary
+        ones = torch.ones(agreed.numel(), dtype=torch.bool, device=self.device)
+        images = batch["img"].to(self.device)[agreed]
+        with self.autocast():
+            loss_v = agreement_cross_entropy(self.branch_v(images), labels_v[agreed], ones)
+        self.model_backward_and_update(loss_v, "reclip_v")
+        with self.autocast():
+            logits_t = self.branch_t.logits(self.frozen_features[index[agreed]])
+            loss_t = agreement_cross_entropy(logits_t, labels_t[agreed], ones)
+        self.model_backward_and_update(loss_t, "reclip_t")
+        summary.update(loss_v=loss_v.item(), loss_t=loss_t.item())
+        return summary
+
+    # ---- inference ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def model_inference(self, images):
+        """The average of ReCLIP-V's and ReCLIP-T's logits (RECLIP.md, part 6)."""
+        if self._eval_text is None:
+            with self.autocast():
+                self._eval_text = self.branch_t.class_embeddings()
+        with self.autocast():
+            logits_v = self.branch_v(images)
+            logits_t = self.branch_t.logits(self.branch_t.encode_frozen_images(images), self._eval_text)
+        return 0.5 * (logits_v.float() + logits_t.float())
+
+    # ---- resume -------------------------------------------------------------------------------------------
+    def extra_state(self):
+        state = {"classifier_v": self.branch_v.classifier.detach().cpu()}
+        if self.round is not None:
+            state.update(labels_v=self.round.labels_v.cpu(), labels_t=self.round.labels_t.cpu(),
+                         centroids=self.round.centroids.cpu())
+        return state
+
+    def load_extra_state(self, state):
+        if "classifier_v" in state:
+            self.branch_v.set_classifier(state["classifier_v"].to(self.device))
+        if "labels_v" in state:
+            self.round = PseudoLabelRound(labels_v=state["labels_v"].to(self.device),
+                                          labels_t=state["labels_t"].to(self.device),
+                                          centroids=state["centroids"].to(self.device))
+        self._eval_text = None
