@@ -5,11 +5,11 @@ temporary file and renamed, so an interrupted run never leaves a half-written en
 """
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from .atomic import atomic_path
 
 
 def key_digest(key):
@@ -43,15 +43,8 @@ class FeatureCache:
     def save(self, key, value):
         if self.root is None:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".part")
-        os.close(fd)
-        try:
+        with atomic_path(self.path(key)) as tmp:
             torch.save({"key": json.loads(json.dumps(key, sort_keys=True, default=str)), "value": value}, tmp)
-            os.replace(tmp, self.path(key))
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     def get_or_compute(self, key, compute):
         """`compute()` once per key; later calls (and later runs) read the file."""

@@ -2,13 +2,13 @@
 loads them (torch >= 2.6 refuses Dassl's pickled scheduler objects). Written atomically: a crash while saving
 leaves the previous checkpoint intact. RNG states are included so a resumed run continues the same stream.
 """
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .atomic import atomic_path
 
 
 def rng_state():
@@ -37,17 +37,9 @@ def set_rng_state(state):
 
 
 def save(obj, path):
-    """torch.save through a temporary file in the same folder, then an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
-    os.close(fd)
-    try:
+    """torch.save through clip_adapt.atomic (temporary file, fsync, umask permissions, atomic rename)."""
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load(path, map_location="cpu"):

@@ -5,13 +5,12 @@ A download goes to a temporary file beside the target and is moved into place on
 interrupted or corrupted download never leaves a file that looks complete.
 """
 import hashlib
-import os
-import shutil
-import tempfile
 import urllib.request
 from pathlib import Path
 
 from tqdm import tqdm
+
+from .atomic import atomic_path
 
 
 class ChecksumError(ValueError):
@@ -34,10 +33,8 @@ def download_verified(url, target, digest, algorithm="sha256", timeout=60, progr
     left at `target` or beside it.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as src:
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as src:
             total = int(src.headers.get("Content-Length") or 0) if hasattr(src, "headers") else 0
             with tqdm(total=total or None, unit="B", unit_scale=True, desc=f"download {target.name}",
                       disable=not progress) as bar:
@@ -47,8 +44,4 @@ def download_verified(url, target, digest, algorithm="sha256", timeout=60, progr
         got = file_digest(tmp, algorithm)
         if got != digest:
             raise ChecksumError(f"{algorithm} mismatch for {url}: expected {digest}, got {got}; the file was not kept")
-        shutil.move(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return target

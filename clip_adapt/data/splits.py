@@ -12,11 +12,11 @@ import json
 import math
 import os
 import random
-import tempfile
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
 from .errors import DatasetError, require_file
+from ..atomic import write_text
 
 SPLITS = ("train", "val", "test")
 
@@ -72,16 +72,7 @@ def write_split(path, split):
         for rel, _, _ in items:
             if os.path.isabs(rel):
                 raise ValueError(f"split {name} holds an absolute path {rel!r}; split files hold relative paths")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=0)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text(path, json.dumps(data, indent=0))
     return path
 
 
