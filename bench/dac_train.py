@@ -1,4 +1,4 @@
-"""DAC training on cached features vs one encoding pass of the same images (ISSUE 6, item 5; methods/DAC.md, part 4).
+"""DAC training on cached features vs one encoding pass of the same images (methods/DAC.md, part 4).
 
 Training: `train_on_cache` (clip_adapt/dac/model.py: the step the Dassl trainer runs: adapter + supervised
 contrastive loss, text modulation + CE, AdamW, cosine) for C = 1000 classes, K = 16 shots, D = 512, 20 epochs, over

@@ -1,4 +1,4 @@
-"""Cost of one FAIR training step vs the bare encoder work it contains (ISSUE 4, item 6).
+"""Cost of one FAIR training step vs the bare encoder work it contains.
 
 FAIR step (clip_adapt/fair/model.py, as the trainer runs it): crop sampling and resizing, the weak view and
 its N crops through the image encoder in one no-grad call, the strong view with gradient, LAS / zero-shot scores,

@@ -10,7 +10,7 @@ propagation (Linux VmHWM, reset just before it starts, so it includes the Python
 features) and its growth over the RSS before the propagation; on CUDA, the peak allocated GPU memory and its
 growth. The dense implementation builds (N+C) x (N+C) matrices as the official code does (with the
 degrees as row sums rather than its O(N^3) product); it runs only where its estimated memory fits in the
-machine's available memory (`--dense on` forces it). Target (ISSUE 5): 50k nodes under 60 s and 4 GB peak on
+machine's available memory (`--dense on` forces it). Target: 50k nodes under 60 s and 4 GB peak on
 a 2-core CPU.
 """
 import argparse

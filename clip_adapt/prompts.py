@@ -91,7 +91,7 @@ DATASET_CLASSES = {
     "dtd": "DescribableTextures", "eurosat": "EuroSAT", "ucf101": "UCF101", "resisc45": "RESISC45",
     "imagenet": "ImageNet", "imagenet_v2": "ImageNetV2", "imagenet_sketch": "ImageNetSketch",
     "imagenet_a": "ImageNetA", "imagenet_r": "ImageNetR", "cifar10": "CIFAR10CLIP", "cifar100": "CIFAR100CLIP",
-    "fashion_mnist_shift": "FashionMNISTShift",  # bench/world (ISSUE 8): the shifted target domain
+    "fashion_mnist_shift": "FashionMNISTShift",  # bench/world: the shifted target domain
     "fashion_mnist_source": "FashionMNISTSource",  # bench/world: the same images, unshifted (source domain)
 }
 _CLASS_TO_SHORT = {v.lower(): k for k, v in DATASET_CLASSES.items()}

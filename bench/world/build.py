@@ -1,4 +1,4 @@
-"""Build the world (ISSUE 8, items 1-2): the small CLIP, and the shifted target domain as a CoOp-layout dataset.
+"""Build the world: the small CLIP, and the shifted target domain as a CoOp-layout dataset.
 
     python -m bench.world.build [--world world|world_clip0|world_noise] [--root data/<world>] [--force]
 
@@ -37,7 +37,7 @@ SOURCE_DIR = "fashion_mnist_source"  # the same splits without the shift
 SOURCE_SPLIT_FILE = "split_fashion_mnist_source.json"
 CHECKPOINT = "clip_fashion_mnist.pt"
 # The default world's CLIP seed, chosen before any method ran on it: of CLIP seeds 0-5 (same recipe), the one whose
-# zero-shot on the shifted val split is closest to the issue's calibration CLIP (53%): seed 3, 52.8%.
+# zero-shot on the shifted val split is closest to 53% (the world's calibration target): seed 3, 52.8%.
 CLIP_SEED = 3
 PARAMS = {
     "clip": {"steps": 880, "batch_size": 128, "lr": 1e-3, "seed": CLIP_SEED, "holdout": train_clip.HOLDOUT,
@@ -47,8 +47,8 @@ PARAMS = {
 }
 # Named worlds: the same splits, a CLIP seed and a shift. The name is also the config name of the runs
 # (configs/trainers/<TRAINER>/<name>.yaml) and the default folder (data/<name>, output/<name>).
-#   world        the issue's default shift (blur 1.5, noise 0.1), CLIP seed CLIP_SEED
-#   world_clip0  the same shift, CLIP seed 0: the world of sessions 1-3. Of six CLIPs trained with the same recipe
+#   world        the default shift (blur 1.5, noise 0.1), CLIP seed CLIP_SEED
+#   world_clip0  the same shift, CLIP seed 0: the first world. Of six CLIPs trained with the same recipe
 #                (seeds 0-5) it is the one the shift hurts least (val zero-shot 63.6%; seeds 1-5: 52.8-61.2%)
 #                (bench/world/README.md, "Which CLIP")
 #   world_noise  blur 1.0, noise 0.15, CLIP seed 0: zero-shot on val 57%, labelled oracles +16.8

@@ -1,4 +1,4 @@
-"""How much a world lets adaptation gain, measured on the shifted VAL split only (ISSUE 8; bench/world/README.md).
+"""How much a world lets adaptation gain, measured on the shifted VAL split only (bench/world/README.md).
 
     python -m bench.world.headroom [--root data/world] [--ln-epochs 10]
 

@@ -1,9 +1,9 @@
-"""The world's one command (ISSUE 8, item 3): build the world if absent, run every method through its normal script
-on the shifted target domain, print the leaderboard and the check of the issue's target.
+"""The world's one command: build the world if absent, run every method through its normal script
+on the shifted target domain, print the leaderboard and the check of the world's target.
 
     python -m bench.world.run [--world world|world_clip0|world_noise] [--root data/<world>] [--output output/<world>] [--seeds 1 2 3]
 
-`--world` picks the CLIP and the shift (bench/world/build.py WORLDS: `world`, the issue's default blur 1.5 + noise
+`--world` picks the CLIP and the shift (bench/world/build.py WORLDS: `world`, the default blur 1.5 + noise
 0.1 with CLIP seed 3; `world_clip0`, the same shift with CLIP seed 0; `world_noise`, blur 1.0 + noise 0.15 with CLIP
 seed 0); its name is also the config name of the runs. Runs, in order, with
 DATA=<root> OUTPUT=<output> SEEDS=<seeds> (finished seeds are skipped, so a second call only prints the table;
@@ -100,7 +100,7 @@ def gains(output, seeds, cfg=CFG):
 def report(output, seeds, cfg=CFG):
     subprocess.run([sys.executable, "-W", "ignore", "-m", "tools.results", "--output", str(output), "--seeds",
                     *map(str, seeds), "--no-baselines"], cwd=REPO, check=False)
-    print("\nTarget (ISSUE 8): every method >= +5 points over zero-shot on average, no seed below +3")
+    print("\nTarget: every method >= +5 points over zero-shot on average, no seed below +3")
     ok = True
     for trainer, (acc, delta) in sorted(gains(output, seeds, cfg).items()):
         if not delta:

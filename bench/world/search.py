@@ -1,4 +1,4 @@
-"""Hyper-parameter choice for the world on the shifted VAL split only (ISSUE 8, item 2).
+"""Hyper-parameter choice for the world on the shifted VAL split only.
 
     python -m bench.world.search [--world world|world_clip0|world_noise] [--root data/<world>] [--output output/<world>_search]
                                  [--methods zsclip fair reclip dac] [--match TEXT]
@@ -21,7 +21,7 @@ from pathlib import Path
 from . import build
 from .run import DATASET, REPO, claim_output
 
-# world_clip0 (CLIP seed 0; the default world of sessions 1-3, whose world.yaml is now world_clip0.yaml): eight rounds
+# world_clip0 (CLIP seed 0; the first default world, whose world.yaml is now world_clip0.yaml): eight rounds
 GRID_CLIP0 = {
     "FAIR": [  # learning rate first, then the two knobs that decide how much the crops/LAS count, at the best lr
         *[("OPTIM.LR", lr, "OPTIM.MAX_EPOCH", "5") for lr in ("0.0001", "0.0003", "0.001")],
@@ -55,7 +55,7 @@ GRID_CLIP0 = {
             ("16.0", ()), ("8.0", ("OPTIM.MAX_EPOCH", "8")), ("8.0", ("OPTIM.LR", "0.0005")),
             # sixth round: STUDENT_FUSION again at FAIRNESS_WEIGHT 8 (the spec's 0.5, and 0.0)
             ("8.0", ("TRAINER.FAIR.STUDENT_FUSION", "0.5")), ("8.0", ("TRAINER.FAIR.STUDENT_FUSION", "0.0")))],
-        # seventh round (session 3): a mean teacher (TEACHER_EMA), at the chosen config, 5 and 10 epochs; every row
+        # seventh round: a mean teacher (TEACHER_EMA), at the chosen config, 5 and 10 epochs; every row
         # names the keys world.yaml now sets, so it means the same after the winner is written there
         *[("OPTIM.LR", "0.0003", "OPTIM.MAX_EPOCH", ep, "TRAINER.FAIR.STUDENT_FUSION", "0.0",
            "TRAINER.FAIR.FAIRNESS_WEIGHT", "8.0", "TRAINER.FAIR.TEACHER_EMA", m)

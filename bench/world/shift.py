@@ -5,7 +5,7 @@ PNG written at 32 px passes Dassl's Resize(32) / CenterCrop(32) unchanged).
 `apply_shift` (the target domain): Gaussian blur (sigma BLUR_SIGMA, zero padding, kernel cut at 4 sigma) followed
 by additive Gaussian noise (std NOISE_SIGMA on the [0, 1] scale), clipped to [0, 1] and rounded to uint8. The
 noise comes from a numpy Generator seeded per split, so a world is rebuilt bit-identically. Both keep the black
-background black on average, which is what keeps the shift a domain shift rather than a collapse (ISSUE 8).
+background black on average, which is what keeps the shift a domain shift rather than a collapse.
 """
 import numpy as np
 import torch

@@ -1,4 +1,4 @@
-"""Train the world's small CLIP contrastively on clean Fashion-MNIST (ISSUE 8, item 1).
+"""Train the world's small CLIP contrastively on clean Fashion-MNIST.
 
     python -m bench.world.train_clip --out data/world/clip_fashion_mnist.pt [--steps 880]
 

@@ -68,7 +68,7 @@ class DatasetInfo:
 
 
 def _world(short):
-    """A domain of bench/world (ISSUE 8): written by `python -m bench.world.build`, CoOp's split format."""
+    """A domain of bench/world: written by `python -m bench.world.build`, CoOp's split format."""
     return DatasetInfo(short=short, folder=short, reader=COOP_SPLIT,
                        url="https://github.com/zalandoresearch/fashion-mnist",
                        obtain="apt-get install dataset-fashion-mnist, then `python -m bench.world.build --root $DATA` "
@@ -154,7 +154,7 @@ _ENTRIES = [
                        "$DATA/imagenet/classnames.txt to $DATA/imagenet-rendition/",
                 image_dir="imagenet-r", metadata=("classnames.txt",),
                 counts={"train": 0, "val": 0, "test": 30000, "classes": 200}, test_only=True),
-    # the small world of bench/world (ISSUE 8): its shifted target and unshifted source domain
+    # the small world of bench/world: its shifted target and unshifted source domain
     _world("fashion_mnist_shift"),
     _world("fashion_mnist_source"),
 ]

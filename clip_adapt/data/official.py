@@ -5,7 +5,7 @@ returns an :class:`OfficialSplit`: human-readable class names (index == label), 
 ``(relative posix path from the dataset folder, 0-based label, class name)``. The shared split layer (val carving,
 CoOp-format split files, few-shot caches) builds on these; nothing here knows about Dassl or configs.
 
-Validation (DESIGN.md, Datasets; issue 3, item 5): every metadata file is checked for consistency (ids present in all
+Validation (DESIGN.md, Datasets): every metadata file is checked for consistency (ids present in all
 files, labels in range, no duplicates); a malformed line is an error naming ``file:line``; every listed image must
 exist (all missing ones are counted, the first few named). Nothing is silently dropped; the only allowance is
 Birdsnap's ``allow_missing`` (its images are fetched from Flickr and many URLs are dead), and then the dropped images
