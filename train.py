@@ -19,7 +19,8 @@ def _import_dassl():
     try:
         import dassl  # noqa: F401  (pulls wilds, pandas, sklearn, tensorboard; disables logging)
     except ImportError as e:
-        sys.exit(f"Dassl is not installed ({e}). It is not on PyPI: see README.md, 'Install', for the two commands.")
+        sys.exit(f"Dassl is not installed ({e}). It is not on PyPI: `bash scripts/install.sh` clones and installs it "
+                 "(or installs a local checkout: DASSL_SRC=/path/to/Dassl.pytorch bash scripts/install.sh).")
     logging.disable(logging.NOTSET)  # `import dassl` calls logging.disable(logging.WARNING) process-wide
 
 

@@ -10,8 +10,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 HAVE_DASSL = importlib.util.find_spec("dassl") is not None
-DASSL_REASON = ("Dassl is not installed: it is not on PyPI (install it from its repository, see README 'Install'); "
-                "this test needs it")
+DASSL_REASON = ("Dassl is not installed (not on PyPI; `bash scripts/install.sh` clones it from its repository, or "
+                "installs a local checkout given as DASSL_SRC=...): this test needs it")
 
 
 def pytest_collection_modifyitems(config, items):
