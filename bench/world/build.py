@@ -48,7 +48,7 @@ PARAMS = {
 # Named worlds: the same splits, a CLIP seed and a shift. The name is also the config name of the runs
 # (configs/trainers/<TRAINER>/<name>.yaml) and the default folder (data/<name>, output/<name>).
 #   world        the default shift (blur 1.5, noise 0.1), CLIP seed CLIP_SEED
-#   world_clip0  the same shift, CLIP seed 0: the first world. Of six CLIPs trained with the same recipe
+#   world_clip0  the same shift, CLIP seed 0. Of six CLIPs trained with the same recipe
 #                (seeds 0-5) it is the one the shift hurts least (val zero-shot 63.6%; seeds 1-5: 52.8-61.2%)
 #                (bench/world/README.md, "Which CLIP")
 #   world_noise  blur 1.0, noise 0.15, CLIP seed 0: zero-shot on val 57%, labelled oracles +16.8
@@ -170,7 +170,7 @@ def build(root, force=False, params=PARAMS):
     old = json.loads(meta_file.read_text()).get("params", {}) if meta_file.is_file() else None
     if not force and old == params and ckpt.is_file() and split_file.is_file():
         meta = json.loads(meta_file.read_text())
-        if not (root / SOURCE_DIR / SOURCE_SPLIT_FILE).is_file():  # worlds built before the source domain was written
+        if not (root / SOURCE_DIR / SOURCE_SPLIT_FILE).is_file():  # a world folder without the source domain
             meta["source_counts"] = domain_counts(root, params, shifted=False, rewrite=False)
             meta_file.write_text(json.dumps(meta, indent=2))
         print(f"world: reusing {root} (built {meta.get('built')})")

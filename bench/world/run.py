@@ -60,8 +60,8 @@ def claim_output(output, params):
                              f"parameters than this world's; pass --output <another folder> or move {output} away")
         return
     if output.is_dir() and any(output.glob("*/*/*/seed*")):
-        raise SystemExit(f"{output} holds runs but no {STAMP}, so they may come from another world (e.g. runs made "
-                         f"before the default world's CLIP became seed {build.CLIP_SEED}); pass --output <another "
+        raise SystemExit(f"{output} holds runs but no {STAMP}, so they may come from another world (e.g. runs of "
+                         f"world_clip0, whose CLIP is not seed {build.CLIP_SEED}); pass --output <another "
                          f"folder> or move {output} away")
     output.mkdir(parents=True, exist_ok=True)
     stamp.write_text(json.dumps(params, indent=2))

@@ -21,7 +21,7 @@ from pathlib import Path
 from . import build
 from .run import DATASET, REPO, claim_output
 
-# world_clip0 (CLIP seed 0; the first default world, whose world.yaml is now world_clip0.yaml): eight rounds
+# world_clip0 (CLIP seed 0): a coordinate search in eight rounds
 GRID_CLIP0 = {
     "FAIR": [  # learning rate first, then the two knobs that decide how much the crops/LAS count, at the best lr
         *[("OPTIM.LR", lr, "OPTIM.MAX_EPOCH", "5") for lr in ("0.0001", "0.0003", "0.001")],
@@ -70,7 +70,7 @@ GRID_CLIP0 = {
         ("OPTIM.LR", lr, "TRAINER.RECLIP.TEXT_LR", lr, "OPTIM.MAX_EPOCH", ep, "DATASET.ADAPT_SPLIT", "train")
         for lr in ("0.001", "0.01") for ep in ("3",)
     ],
-    "DAC": [  # every row names EPOCH_VIEWS: results from before bd8b6fd (when `all` was the only epoch) are not reused
+    "DAC": [  # every row names EPOCH_VIEWS, so a stored result never depends on that key's default
         *[("DATASET.NUM_SHOTS", "4", "TRAINER.DAC.EPOCH_VIEWS", ev, "OPTIM.LR", lr, "OPTIM.MAX_EPOCH", ep)
           for ev in ("one", "all") for lr in ("0.001", "0.0001") for ep in ("20", "50", "100")],
         # then the loss/text knobs at the two best settings of the rows above (one view, lr 1e-3, 100 epochs) and
