@@ -50,7 +50,9 @@ def _declared():
 
     # ---- ZSCLIP ------------------------------------------------------------------------------------
     cfg.TRAINER.ZSCLIP = CN()
-    cfg.TRAINER.ZSCLIP.TEMPLATES = "single"  # single (CoOp's per-dataset template) | ensemble (CLIP's)
+    # template set (clip_adapt/templates.py): single (CoOp's ZeroshotCLIP) | coop_ensemble (CoOp's ZeroshotCLIP2) |
+    # clip (CLIP's per-dataset lists and class names, as ReCLIP uses them) | ensemble (this project's domain ensemble)
+    cfg.TRAINER.ZSCLIP.TEMPLATES = "single"
 
     # ---- FAIR (methods/FAIR.md) --------------------------------------------------------------------------
     cfg.TRAINER.FAIR = CN()
@@ -83,7 +85,10 @@ def _declared():
 
     # ---- ReCLIP (methods/RECLIP.md) ----------------------------------------------------------------------
     cfg.TRAINER.RECLIP = CN()
-    cfg.TRAINER.RECLIP.TEMPLATES = "ensemble"  # T: class text embeddings from this template set
+    cfg.TRAINER.RECLIP.TEMPLATES = "clip"  # template set of T (clip_adapt/templates.py); clip = the official code's
+    cfg.TRAINER.RECLIP.TEXT_TEMPLATE = "first"  # ReCLIP-T's training template: first (of TEMPLATES, official) | single
+    cfg.TRAINER.RECLIP.LOSS_SCALE = "mean"  # ReCLIP-V loss: mean (over agreed samples) | official (that / batch size)
+    cfg.TRAINER.RECLIP.CENTROIDS = "images"  # ReCLIP-V centroids: images (assigned images) | nodes (+ anchors, official)
     cfg.TRAINER.RECLIP.RANK = -1  # r: keep singular directions 1..r-1 (-1: D, or 250 when C > 500)
     cfg.TRAINER.RECLIP.KNN = 20  # k of the kNN graph
     cfg.TRAINER.RECLIP.ALPHA = 0.99  # label-propagation alpha

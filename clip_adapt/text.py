@@ -21,6 +21,12 @@ def encode_texts(model, texts, batch_size=256, device=None, normalize=True):
 def class_embeddings(model, classnames, templates, batch_size=256, cache=None, backbone_id=None):
     """C x D class embeddings: each class's prompts embedded and normalised, averaged, re-normalised.
 
+    This is the ensemble of both references: CoOp's ZeroshotCLIP2 (trainers/zsclip.py: per template, the class
+    prompts' embeddings normalised; summed over templates, divided by their number, re-normalised) and ReCLIP
+    (models.py, CLIP_LN_V/CLIP_LN_T.encode_text: per class, normalise, mean over templates, normalise), which is
+    also CLIP's notebook's. With one template it is CoOp's ZeroshotCLIP (the normalised prompt embedding). The
+    references normalise in the model's dtype (fp16 on GPU); here the encoder's output is cast to float32 first.
+
     With a `cache` (FeatureCache) and a `backbone_id` (checkpoint fingerprint), a second call with the same
     backbone, class names and templates reads the result from disk instead of running the text encoder.
     """

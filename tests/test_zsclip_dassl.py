@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import REPO, register_fixture_dataset
 
@@ -58,3 +59,63 @@ def test_single_and_ensemble_templates_give_different_classifiers(dassl_cfg, tmp
     assert not single.text_features.allclose(ens.text_features)
     acc = single.test()
     assert 0.0 <= acc <= 100.0 and single.last_result == acc
+
+
+@pytest.mark.parametrize("cfg,templates", [("vit_b16", "single"), ("vit_b16_coop_ensemble", "coop_ensemble"),
+                                           ("vit_b16_clip", "clip")])
+def test_each_template_config_runs_end_to_end_and_names_its_set(script_env, tiny_clip_path, cfg, templates):
+    from tests import dataset_fixtures
+
+    name = dataset_fixtures.build_fixture_dataset(Path(script_env["DATA"]), "eurosat")
+    opts = ["MODEL.BACKBONE.NAME", str(tiny_clip_path), "INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0"]
+    proc = subprocess.run(["bash", "scripts/zsclip/main.sh", name, cfg, *opts], cwd=REPO, env=script_env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    seed_dir = Path(script_env["OUTPUT"]) / name / "ZSCLIP" / cfg / "seed1"
+    res = json.loads((seed_dir / "results.json").read_text())
+    assert res["templates"] == templates and 0.0 <= res["accuracy"] <= 100.0
+    assert f"Zero-shot prompts: {templates} (" in (seed_dir / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("templates", ["single", "coop_ensemble", "clip"])
+def test_classifier_is_the_reference_ensemble_of_its_set(dassl_cfg, tmp_path, templates):
+    """The trainer's class weights equal CoOp's ZeroshotCLIP / ZeroshotCLIP2 computation written out here from the
+    set's template strings (EuroSAT fixture with its 10 classes, so `clip` also brings CLIP's class names)."""
+    import clip
+    from dassl.engine import build_trainer
+
+    import clip_adapt.plugin  # noqa: F401
+    from clip_adapt.clip_prompt_lists import CLIP_PROMPTS
+    from clip_adapt.templates import IMAGENET_TEMPLATES_SELECT
+    from tests.dataset_fixtures import build_fixture_dataset
+
+    build_fixture_dataset(tmp_path / "data", "eurosat", n_classes=10, n_train=1, n_val=1, n_test=1)
+    cfg = dassl_cfg("configs/trainers/ZSCLIP/vit_b16.yaml", "TRAINER.NAME", "ZSCLIP", "DATASET.NAME", "EuroSAT",
+                    "DATASET.ROOT", str(tmp_path / "data"), "OUTPUT_DIR", str(tmp_path / "out"),
+                    "TRAINER.ZSCLIP.TEMPLATES", templates)
+    trainer = build_trainer(cfg)
+    expected_templates = {"single": ["a centered satellite photo of {}."],
+                          "coop_ensemble": IMAGENET_TEMPLATES_SELECT + ["a centered satellite photo of {}."],
+                          "clip": CLIP_PROMPTS["eurosat"]["templates"]}[templates]
+    names = CLIP_PROMPTS["eurosat"]["classes"] if templates == "clip" else trainer.classnames
+    assert trainer.prompts.templates == expected_templates and trainer.prompts.classnames == names
+    total = 0
+    with torch.no_grad():
+        for t in expected_templates:
+            feats = trainer.clip_model.encode_text(torch.cat([clip.tokenize(t.format(c.replace("_", " ")))
+                                                              for c in names])).float()
+            total = total + feats / feats.norm(dim=-1, keepdim=True)
+    expected = total / len(expected_templates)
+    expected = expected / expected.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(trainer.text_features, expected, rtol=0, atol=2e-6)
+
+
+def test_unknown_template_set_is_named(dassl_cfg, tmp_path):
+    from dassl.engine import build_trainer
+
+    import clip_adapt.plugin  # noqa: F401
+
+    register_fixture_dataset(tmp_path / "images", "ZSFixture")
+    with pytest.raises(ValueError, match="TRAINER.ZSCLIP.TEMPLATES"):
+        build_trainer(dassl_cfg("configs/trainers/ZSCLIP/vit_b16.yaml", "TRAINER.NAME", "ZSCLIP",
+                                "DATASET.NAME", "ZSFixture", "TRAINER.ZSCLIP.TEMPLATES", "coop"))

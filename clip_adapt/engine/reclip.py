@@ -3,9 +3,16 @@
 Per epoch (RECLIP.md, part 5): a no-grad pass over the adaptation split collects ReCLIP-V's image features (and,
 once per run, the frozen encoder's features, which ReCLIP-T uses); labels are propagated for each branch in its
 own projection space; ReCLIP-V's classifier becomes the centroids of its assignment; then each branch trains with
-cross-entropy on the samples where both branches' pseudo-labels agree (a mean over agreed samples for both
-branches: the official code divides ReCLIP-V's loss by the batch size a second time, we do not).
+cross-entropy on the samples where both branches' pseudo-labels agree.
 Inference averages the two branches' logits (part 6); the last epoch is reported (no selection on test labels).
+
+Recipes (docs/RECLIP.md; results.json records `recipe` and each key):
+- official (configs/trainers/ReCLIP/*_official.yaml): the official code's training math. TEMPLATES clip (CLIP's
+  per-dataset prompts and class names), TEXT_TEMPLATE first (ReCLIP-T trains on the list's first template),
+  LOSS_SCALE official (ReCLIP-V's mean loss divided by the batch size a second time), CENTROIDS nodes (the anchors
+  averaged into ReCLIP-V's centroids).
+- ours (the other configs, the key defaults): LOSS_SCALE mean (both branches average over agreed samples) and
+  CENTROIDS images (image features only).
 
 Choices where the spec is silent or where we differ from the official code (docs/RECLIP.md):
 - DATASET.ADAPT_SPLIT: "test" (default, transductive, the paper's protocol) or "train" (inductive: adapt on the
@@ -15,8 +22,9 @@ Choices where the spec is silent or where we differ from the official code (docs
 - ReCLIP-T's image features come from the frozen encoder, so they are computed once and looked up by index at
   each step instead of re-encoding the batch (same numbers, one image forward less per step); disagreeing
   samples contribute no gradient, so only the agreed images of a batch go through ReCLIP-V.
-- ReCLIP-T's training classifier uses the dataset's single template (TRAINER.RECLIP.TEMPLATES gives its anchors
-  and projection); ReCLIP-V's anchors and projection are the frozen template-ensemble text embeddings.
+- ReCLIP-T's training classifier uses one template (TRAINER.RECLIP.TEXT_TEMPLATE: the first of TEMPLATES, or
+  the dataset's single template); TEMPLATES gives its anchors and projection; ReCLIP-V's anchors and projection
+  are the frozen template-ensemble text embeddings.
 - A step where no sample agrees is skipped (as in the official code), so weight decay does not act alone.
 - Logits use CLIP's own logit scale (100 for the released models; the official code hard-codes 100).
 - Epochs: min(100, N/5000 + 2) with TRAINER.RECLIP.AUTO_EPOCHS, else OPTIM.MAX_EPOCH.
@@ -28,9 +36,11 @@ from dassl.engine import TRAINER_REGISTRY
 from tqdm import tqdm
 
 from clip_adapt.engine.base import CLIPAdaptTrainer
-from clip_adapt.prompts import get_templates
-from clip_adapt.reclip import ReCLIPText, ReCLIPVisual, agreement_cross_entropy, auto_epochs, pseudo_label_round
+from clip_adapt.prompts import get_prompt_set, get_templates
+from clip_adapt.reclip import (CENTROID_RULES, LOSS_SCALES, OFFICIAL_RECIPE, TEXT_TEMPLATE_RULES, ReCLIPText,
+                               ReCLIPVisual, agreement_cross_entropy, auto_epochs, pseudo_label_round, recipe_name)
 from clip_adapt.reclip.self_training import PseudoLabelRound
+from clip_adapt.templates import check_set
 from clip_adapt.text import class_embeddings
 
 ADAPT_SPLITS = ("test", "train")
@@ -47,6 +57,12 @@ class ReCLIP(CLIPAdaptTrainer):
         if split not in ADAPT_SPLITS:
             raise ValueError(f"DATASET.ADAPT_SPLIT must be one of {ADAPT_SPLITS} or '' (= {DEFAULT_ADAPT_SPLIT}) "
                              f"for ReCLIP, got {cfg.DATASET.ADAPT_SPLIT!r}")
+        rc = cfg.TRAINER.RECLIP
+        check_set(rc.TEMPLATES, "TRAINER.RECLIP.TEMPLATES")
+        for key, allowed in (("TEXT_TEMPLATE", TEXT_TEMPLATE_RULES), ("LOSS_SCALE", LOSS_SCALES),
+                             ("CENTROIDS", CENTROID_RULES)):
+            if rc[key] not in allowed:
+                raise ValueError(f"TRAINER.RECLIP.{key} must be one of {allowed}, got {rc[key]!r}")
 
     @property
     def adapt_split(self):
@@ -75,13 +91,14 @@ class ReCLIP(CLIPAdaptTrainer):
               f"({'min(100, N/5000 + 2)' if rc.AUTO_EPOCHS else 'OPTIM.MAX_EPOCH'})")
         clip_v = self.build_clip()
         clip_t = copy.deepcopy(clip_v)
-        templates = get_templates(self.dataset_short, rc.TEMPLATES)
+        self.prompts = get_prompt_set(self.dataset_short, rc.TEMPLATES, self.classnames)
+        templates, names = self.prompts.templates, self.prompts.classnames
         # frozen template-ensemble embeddings: ReCLIP-V's classifier at epoch 0, its anchors and projection
-        self.text_anchors = class_embeddings(clip_v, self.classnames, templates, cache=self.feature_cache,
+        self.text_anchors = class_embeddings(clip_v, names, templates, cache=self.feature_cache,
                                              backbone_id=self.backbone_id).to(self.device)
-        single = get_templates(self.dataset_short, "single")[0]
+        single = templates[0] if rc.TEXT_TEMPLATE == "first" else get_templates(self.dataset_short, "single")[0]
         self.branch_v = ReCLIPVisual(clip_v, self.text_anchors)
-        self.branch_t = ReCLIPText(clip_t, self.classnames, single, templates).to(self.device)
+        self.branch_t = ReCLIPText(clip_t, names, single, templates).to(self.device)
         self.branch_v.to(self.device)
         self.register_trainable("reclip_v", self.branch_v, save="trainable")
         text_optim = cfg.OPTIM.clone()
@@ -91,7 +108,10 @@ class ReCLIP(CLIPAdaptTrainer):
         n_v = sum(p.numel() for p in self.branch_v.parameters() if p.requires_grad)
         n_t = sum(p.numel() for p in self.branch_t.parameters() if p.requires_grad)
         print(f"ReCLIP-V trains {n_v:,} visual norm parameters; ReCLIP-T trains {n_t:,} text norm parameters "
-              f"(template {single!r}; anchors from {len(templates)} templates)")
+              f"(template {single!r}; anchors from {len(templates)} {self.prompts.name} templates: "
+              f"{self.prompts.source})")
+        print(f"ReCLIP recipe: {self.recipe} (LOSS_SCALE {rc.LOSS_SCALE}, CENTROIDS {rc.CENTROIDS}, "
+              f"TEXT_TEMPLATE {rc.TEXT_TEMPLATE}, TEMPLATES {rc.TEMPLATES})")
         self.round = None  # this epoch's PseudoLabelRound
         self.frozen_features = None  # N x D, the frozen visual encoder's features of the adaptation split
         self._eval_text = None
@@ -121,7 +141,7 @@ class ReCLIP(CLIPAdaptTrainer):
         anchors_t = self.branch_t.anchor_embeddings()
         self.round = pseudo_label_round(feats_v, self.frozen_features, self.text_anchors, anchors_t, rank=rc.RANK,
                                         k=rc.KNN, alpha=rc.ALPHA, cg_iters=rc.CG_ITERS, chunk=rc.CHUNK,
-                                        progress=True)
+                                        progress=True, centroids=rc.CENTROIDS)
         self.branch_v.set_classifier(self.round.centroids)
         self._eval_text = None
         self._log_round(labels, tag)
@@ -143,7 +163,8 @@ class ReCLIP(CLIPAdaptTrainer):
 
     # ---- training step ------------------------------------------------------------------------------------
     def forward_backward(self, batch):
-        """Cross-entropy on agreed samples for both branches (RECLIP.md, part 5)."""
+        """Cross-entropy on agreed samples for both branches (RECLIP.md, part 5); ReCLIP-V's loss is scaled by
+        TRAINER.RECLIP.LOSS_SCALE (official: divided by the batch size, all samples of the batch counted)."""
         index = batch["index"].to(self.device)
         labels_v, labels_t = self.round.labels_v[index], self.round.labels_t[index]
         agreed = (labels_v == labels_t).nonzero().squeeze(1)
@@ -154,7 +175,8 @@ class ReCLIP(CLIPAdaptTrainer):
         ones = torch.ones(agreed.numel(), dtype=torch.bool, device=self.device)
         images = batch["img"].to(self.device)[agreed]
         with self.autocast():
-            loss_v = agreement_cross_entropy(self.branch_v(images), labels_v[agreed], ones)
+            loss_v = agreement_cross_entropy(self.branch_v(images), labels_v[agreed], ones,
+                                             loss_scale=self.cfg.TRAINER.RECLIP.LOSS_SCALE, batch_size=index.numel())
         self.model_backward_and_update(loss_v, "reclip_v")
         with self.autocast():
             logits_t = self.branch_t.logits(self.frozen_features[index[agreed]])
@@ -174,6 +196,17 @@ class ReCLIP(CLIPAdaptTrainer):
             logits_v = self.branch_v(images)
             logits_t = self.branch_t.logits(self.branch_t.encode_frozen_images(images), self._eval_text)
         return 0.5 * (logits_v.float() + logits_t.float())
+
+    # ---- results -------------------------------------------------------------------------------------------
+    @property
+    def recipe(self):
+        return recipe_name(self.cfg.TRAINER.RECLIP)
+
+    def write_results(self, **extra):
+        """results.json, with the template set and the recipe (official | ours | mixed) and its keys."""
+        rc = self.cfg.TRAINER.RECLIP
+        super().write_results(templates=rc.TEMPLATES, recipe=self.recipe,
+                              **{f"reclip_{k.lower()}": rc[k] for k in OFFICIAL_RECIPE if k != "TEMPLATES"}, **extra)
 
     # ---- resume -------------------------------------------------------------------------------------------
     def extra_state(self):

@@ -7,9 +7,9 @@ def class_centroids(features, labels, num_classes, fallback):
     """C x D normalised centroids: the mean of the (unprojected, normalised) features assigned to each class.
 
     A class that received no sample keeps `fallback[c]` (the text embedding, or the previous classifier).
-    The official code also averages in the class's text anchor when propagation assigns the anchor to its own
-    class (mixing the two modalities); we average image features only (RECLIP.md, part 3: "centroid of
-    features that propagation assigned to it").
+    The caller chooses what `features` are: the image features only (RECLIP.md, part 3: "centroid of features
+    that propagation assigned to it"), or every graph node with the anchors first, as the official code averages
+    (self_training.pseudo_label_round, TRAINER.RECLIP.CENTROIDS).
     """
     if features.shape[0] != labels.shape[0]:
         raise ValueError(f"{features.shape[0]} features but {labels.shape[0]} labels")
