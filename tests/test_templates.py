@@ -2,6 +2,7 @@
 (CoOp's ZeroshotCLIP / ZeroshotCLIP2, ReCLIP's CLIP_LN_V.encode_text) written out here on a tiny CLIP."""
 import ast
 import json
+import os
 from pathlib import Path
 
 import clip
@@ -15,8 +16,9 @@ from clip_adapt.prompts import get_prompt_set, get_templates
 from clip_adapt.templates import COOP_CUSTOM_TEMPLATES, IMAGENET_TEMPLATES_SELECT, TEMPLATE_SETS
 from clip_adapt.text import class_embeddings
 
-COOP = Path("/work/ext/KaiyangZhou+CoOp")
-RECLIP = Path("/work/ext/michiganleon+ReCLIP_WACV")
+# checkouts of the reference repositories, for the exact-list comparisons (skipped without them)
+COOP = Path(os.environ.get("COOP_SRC", "/nonexistent/CoOp"))
+RECLIP = Path(os.environ.get("RECLIP_SRC", "/nonexistent/ReCLIP_WACV"))
 COOP_NAMES = {"OxfordPets": "oxford_pets", "OxfordFlowers": "oxford_flowers", "FGVCAircraft": "fgvc_aircraft",
               "DescribableTextures": "dtd", "EuroSAT": "eurosat", "StanfordCars": "stanford_cars",
               "Food101": "food101", "SUN397": "sun397", "Caltech101": "caltech101", "UCF101": "ucf101",
@@ -84,7 +86,7 @@ def test_clip_class_names_replace_the_datasets_only_in_label_order():
 
 
 @pytest.mark.skipif(not (COOP / "trainers" / "zsclip.py").exists(),
-                    reason=f"CoOp's source is not checked out at {COOP}: the exact-list comparison needs it")
+                    reason="set COOP_SRC to a checkout of CoOp's repository: the exact-list comparison reads its source")
 def test_coop_lists_equal_coops_source():
     tree = ast.parse((COOP / "trainers" / "zsclip.py").read_text())
     custom = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
@@ -97,7 +99,7 @@ def test_coop_lists_equal_coops_source():
 
 
 @pytest.mark.skipif(not (RECLIP / "prompts" / "clip_prompts").exists(),
-                    reason=f"ReCLIP's source is not checked out at {RECLIP}: the exact-list comparison needs it")
+                    reason="set RECLIP_SRC to a checkout of the official ReCLIP repository: the exact-list comparison reads it")
 def test_clip_lists_equal_reclips_file():
     ref = json.loads((RECLIP / "prompts" / "clip_prompts").read_text())
     for ours, entry in CLIP_PROMPTS.items():
