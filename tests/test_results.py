@@ -3,6 +3,7 @@ missing and unfinished seeds, re-run logs, every format, Δ and best marks, prot
 the PNG."""
 import csv
 import io
+import json
 import math
 import statistics
 import subprocess
@@ -15,9 +16,17 @@ from tests.conftest import REPO
 from tools import leaderboard, results, runs
 
 
-def write_log(seed_dir: Path, acc=None, *, name="log.txt", finished=True, eval_only=False, val_acc=None):
-    """A CoOp-style log: optional validation result block, then (if finished) the final result block."""
+SHA = "ab" * 32  # the sha256 results.json records for the fake ViT-B/16 checkpoint
+
+
+def write_log(seed_dir: Path, acc=None, *, name="log.txt", finished=True, eval_only=False, val_acc=None,
+              backbone=None):
+    """A CoOp-style log: optional validation result block, then (if finished) the final result block; with
+    `backbone`, the results.json our trainers write beside it (backbone name and sha256)."""
     seed_dir.mkdir(parents=True, exist_ok=True)
+    if backbone:
+        (seed_dir / "results.json").write_text(json.dumps({"accuracy": acc, "backbone": backbone,
+                                                           "backbone_sha256": SHA}))
     lines = ["** Arguments **", f"eval_only: {eval_only}", "** Config **"]
     if not eval_only:
         lines += ["epoch [1/2] batch [1/1] loss 1.0"]
@@ -34,9 +43,9 @@ def tree(root: Path):
     """dtd: ZS 3 seeds, FAIR 2 finished + 1 unfinished, FAIR transductive 1 seed; eurosat: DAC 4 shots with a
     re-run log; dtd ReCLIP seed 1 finished only in an older log, the newer log crashed."""
     for s, a in [(1, 40.0), (2, 41.0), (3, 45.0)]:
-        write_log(root / f"dtd/ZSCLIP/vit_b16/seed{s}", a, eval_only=True)
-    write_log(root / "dtd/FAIR/vit_b16/seed1", 50.5, val_acc=99.0)
-    write_log(root / "dtd/FAIR/vit_b16/seed2", 52.5)
+        write_log(root / f"dtd/ZSCLIP/vit_b16/seed{s}", a, eval_only=True, backbone="ViT-B/16")
+    write_log(root / "dtd/FAIR/vit_b16/seed1", 50.5, val_acc=99.0, backbone="ViT-B/16")
+    write_log(root / "dtd/FAIR/vit_b16/seed2", 52.5, backbone="ViT-B/16")
     write_log(root / "dtd/FAIR/vit_b16/seed3", val_acc=97.0, finished=False)  # a val result only: unfinished
     write_log(root / "dtd/FAIR/vit_b16_transductive/seed1", 60.0)
     write_log(root / "eurosat/DAC/vit_b16_4shots/seed1", 30.0)
@@ -58,35 +67,35 @@ def by_key(summaries):
 
 def test_aggregation_arithmetic_is_mean_and_sample_std(out):
     s = by_key(results.aggregate(runs.scan(out)))
-    zs = s[("dtd", "ZSCLIP", "vit_b16", None)]
+    zs = s[("dtd", "ZSCLIP", "vit_b16")]
     assert zs.n == 3 and zs.mean == pytest.approx(42.0)
     assert zs.std == pytest.approx(statistics.stdev([40.0, 41.0, 45.0]))  # sample (ddof=1) ...
     assert zs.std != pytest.approx(statistics.pstdev([40.0, 41.0, 45.0]))  # ... not population
-    fair = s[("dtd", "FAIR", "vit_b16", None)]
+    fair = s[("dtd", "FAIR", "vit_b16")]
     assert fair.accuracies == {1: 50.5, 2: 52.5}  # the validation result (99) is not the final one
     assert fair.std == pytest.approx(math.sqrt(2.0))
-    one = s[("dtd", "FAIR", "vit_b16_transductive", None)]
+    one = s[("dtd", "FAIR", "vit_b16_transductive")]
     assert one.n == 1 and one.std is None and one.missing == [2, 3]
     assert results.format_mean_std(one.mean, one.std) == "60.00"
 
 
 def test_missing_and_unfinished_seeds_are_named_not_counted(out):
     s = by_key(results.aggregate(runs.scan(out)))
-    fair = s[("dtd", "FAIR", "vit_b16", None)]
+    fair = s[("dtd", "FAIR", "vit_b16")]
     assert fair.missing == [3]
     assert [seed for seed, _ in fair.unfinished] == [3] and "Finish training" in fair.unfinished[0][1]
     # --seeds restricts what counts and what is expected
     s12 = by_key(results.aggregate(runs.scan(out), seeds=[1, 2, 4]))
-    zs = s12[("dtd", "ZSCLIP", "vit_b16", None)]
+    zs = s12[("dtd", "ZSCLIP", "vit_b16")]
     assert sorted(zs.accuracies) == [1, 2] and zs.missing == [4]
 
 
 def test_rerun_logs_newest_finished_log_wins(out):
     s = by_key(results.aggregate(runs.scan(out)))
-    dac = s[("eurosat", "DAC", "vit_b16", 4)]
+    dac = s[("eurosat", "DAC", "vit_b16_4shots")]
     assert dac.accuracies == {1: 70.0, 2: 72.0}  # the re-run log (70), not the first log.txt (30)
     # a newer crashed log does not hide the finished older one
-    assert s[("dtd", "ReCLIP", "vit_b16", None)].accuracies == {1: 55.0}
+    assert s[("dtd", "ReCLIP", "vit_b16")].accuracies == {1: 55.0}
 
 
 def test_leaderboard_delta_best_and_protocol_grouping(out, tmp_path):
@@ -99,20 +108,23 @@ def test_leaderboard_delta_best_and_protocol_grouping(out, tmp_path):
     board = leaderboard.build(results.aggregate(runs.scan(out)), leaderboard.load_baselines([base]))
     assert board.datasets == ["dtd", "eurosat"]
     names = [(r.method, r.protocol, r.backbone) for r in board.rows]
-    assert names[0] == ("ZSCLIP", "ours", "vit_b16")  # our zero-shot row first
+    assert names[0] == ("ZSCLIP", "ours", "ViT-B/16 sha256:abababab")  # our zero-shot row first, what it loaded
     assert ("Z", "p3", "ViT-B/16") not in names  # no shared dataset -> not shown
-    rows = {(r.method, r.backbone, r.shots): (i, r) for i, r in enumerate(board.rows)}
+    rows = {(r.method, r.run or r.backbone, r.shots): (i, r) for i, r in enumerate(board.rows)}
     i_fair, fair = rows[("FAIR", "vit_b16", None)]
-    assert fair.deltas["dtd"] == pytest.approx(51.5 - 42.0)
+    assert fair.deltas["dtd"] == pytest.approx(51.5 - 42.0) and fair.delta_ref["dtd"].method == "ZSCLIP"
     i_tr, tr = rows[("FAIR", "vit_b16_transductive", None)]
-    assert tr.deltas["dtd"] == pytest.approx(60.0 - 42.0)  # transductive compares with the same base cfg
-    assert "eurosat" not in rows[("DAC", "vit_b16", 4)][1].deltas  # no zero-shot run on eurosat
+    assert tr.backbone == ""  # no results.json, no config dump: unknown, not the cfg's name
+    assert tr.deltas["dtd"] == pytest.approx(60.0 - 42.0)  # unknown backbone: the same base cfg decides
+    assert "eurosat" not in rows[("DAC", "vit_b16_4shots", 4)][1].deltas  # no zero-shot run on eurosat
     assert not rows[("A", "ViT-B/16", None)][1].deltas  # published rows: no Δ across protocols
-    # best per column within a protocol: C (90) is best overall but alone in p2 -> not marked; ours: transductive
+    # best per column within a protocol: C (90) is best overall but alone in p2 -> not marked; ours: FAIR beats
+    # ZSCLIP (same backbone); rows of unknown backbone (transductive 60, ReCLIP 55) form a group by base cfg
     i_a, _ = rows[("A", "ViT-B/16", None)]
     i_c, _ = rows[("C", "ViT-B/16", None)]
+    i_re, _ = rows[("ReCLIP", "vit_b16", None)]
     assert board.best.get((i_a, "dtd")) and not board.best.get((i_c, "dtd"))
-    assert board.best.get((i_tr, "dtd")) and not board.best.get((i_fair, "dtd"))
+    assert board.best.get((i_fair, "dtd")) and board.best.get((i_tr, "dtd")) and not board.best.get((i_re, "dtd"))
     # the paper's own average is not shown; Avg. is recomputed over the shown columns
     assert leaderboard.average(rows[("A", "ViT-B/16", None)][1], board.datasets) == pytest.approx(54.0)
 
@@ -122,14 +134,15 @@ def test_formats(out, tmp_path):
     base.write_text("method,protocol,backbone,source,dtd\nA,p1,ViT-B/16,Paper A,48.0\nB,p1,ViT-B/16,Paper A,47.0\n")
     board = leaderboard.build(results.aggregate(runs.scan(out)), leaderboard.load_baselines([base]))
     md = leaderboard.render(board, "markdown", protocols={"p1": "protocol one"})
-    assert "| FAIR" in md and "51.50 ± 1.41 (Δ +9.50)" in md and "**48.00**" in md
-    assert "**60.00** (Δ +18.00)" in md and "`p1`: protocol one" in md
+    assert "| FAIR" in md and "**51.50 ± 1.41** (Δ +9.50)" in md and "**48.00**" in md
+    assert "**60.00** (Δ +18.00)" in md and "`p1`: protocol one" in md and "mean ± sample std" in md
     tex = leaderboard.render(board, "latex")
     assert "\\begin{tabular}" in tex and "\\textbf{48.00}" in tex and "$\\pm$" in tex and "vit\\_b16" in tex
     assert "($\\Delta$ +9.50)" in tex
     rows = list(csv.DictReader(io.StringIO(leaderboard.render(board, "csv"))))
-    fair = next(r for r in rows if r["method"] == "FAIR" and r["backbone"] == "vit_b16")
-    assert (fair["dtd"], fair["dtd_std"], fair["dtd_n"], fair["dtd_delta"]) == ("51.50", "1.41", "2", "+9.50")
+    fair = next(r for r in rows if r["method"] == "FAIR" and r["run"] == "vit_b16")
+    assert (fair["backbone"], fair["backbone_sha256"]) == ("ViT-B/16", SHA)
+    assert (fair["dtd"], fair["dtd_std"], fair["dtd_n"], fair["dtd_delta"]) == ("51.50*", "1.41", "2", "+9.50")
     a = next(r for r in rows if r["method"] == "A")
     assert a["dtd"] == "48.00" + leaderboard.CSV_BEST_MARKER and a["protocol"] == "p1" and a["source"] == "Paper A"
     with pytest.raises(ValueError, match="unknown format"):
