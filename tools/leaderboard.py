@@ -11,7 +11,8 @@ Rules (baselines/README.md, DESIGN.md "Evaluation protocol"):
 - rows are grouped: local rows first (zero-shot rows first), then published rows by protocol and backbone;
 - Δ (local rows only) = the row's mean − the mean of a local zero-shot row (ZSCLIP, else CoOp's ZeroshotCLIP, then
   ZeroshotCLIP2, tools.runs.ZERO_SHOT_TRAINERS) that loaded the same backbone, on the same dataset; among several,
-  the one whose cfg is the row's cfg without its transductive/inductive suffix (tools.runs.base_cfg). When a
+  the one whose cfg is the row's cfg without its transductive/inductive suffix (tools.runs.base_cfg), then one of
+  the same origin (our rows: ZSCLIP; CoOp's rows: ZeroshotCLIP, ZeroshotCLIP2), then that order. When a
   backbone is unknown (a log without a config dump), the cfg alone decides. The notes say which row each Δ uses.
   Published rows get no Δ: it would cross protocols;
 - columns are the datasets of our runs; published rows without any of them are left out; `Avg.` is the mean over
@@ -216,7 +217,8 @@ def zero_shot_reference(row: Row, candidates: Sequence[Row]) -> Optional[Row]:
         fits.append(z)
     if not fits:
         return None
-    return min(fits, key=lambda z: (base_cfg(z.cfg) != base, ZERO_SHOT_TRAINERS.index(z.method), z.run))
+    return min(fits, key=lambda z: (base_cfg(z.cfg) != base, z.ours != row.ours, ZERO_SHOT_TRAINERS.index(z.method),
+                                    z.run))
 
 
 def _group(row: Row) -> tuple:
@@ -342,7 +344,8 @@ def _notes(board: Board, protocols: Dict[str, str]) -> List[str]:
     for p in dict.fromkeys(r.protocol for r in board.rows):
         local = next((r for r in board.rows if r.protocol == p and r.local), None)
         if p == OURS:
-            desc = protocols.get(p, "runs of this project's trainers (FAIR, ReCLIP, DAC, ZSCLIP) under --output")
+            desc = ("local runs of this project's trainers (FAIR, ReCLIP, DAC, ZSCLIP): CoOp/Dassl splits, "
+                    "last-epoch test accuracy")
         elif local is not None:
             desc = f"local runs of trainer {p} under --output"
         else:
