@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.test_results import write_coop_log
 from tools import runs
 
 pytestmark = pytest.mark.dassl
@@ -176,27 +177,6 @@ def _train(tree, env, trainer, data, out, tiny_clip_path, *extra):
     return seed_dir
 
 
-def _coop_log(run_dir: Path, trainer, dataset, backbone, acc, *, eval_only=False, seed=1, cfg_file="rn50"):
-    """A log in CoOp's format: its `** Arguments **` and `** Config **` dumps, then (training) `Finish training`
-    and the last-epoch test block."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lines = ["***************", "** Arguments **", "***************",
-             f"config_file: configs/trainers/CoOp/{cfg_file}.yaml",
-             f"dataset_config_file: configs/datasets/{dataset}.yaml", f"eval_only: {eval_only}",
-             f"seed: {seed}", f"trainer: {trainer}",
-             "************", "** Config **", "************",
-             "DATASET:", "  NAME: DescribableTextures", "  NUM_SHOTS: 16",
-             "MODEL:", "  BACKBONE:", f"    NAME: {backbone}", "    PRETRAINED: True", "  HEAD:", "    NAME: ",
-             "TRAINER:", "  COOP:", "    N_CTX: 16", f"  NAME: {trainer}",
-             "Collecting env info ...", "** System info **"]
-    if not eval_only:
-        lines += ["epoch [50/50] batch [1/1] loss 0.1 acc 100.0", "Finish training",
-                  "Deploy the last-epoch model"]
-    lines += ["Evaluate on the *test* set", "=> result", "* total: 1,692", "* correct: 1,000",
-              f"* accuracy: {acc}%", "* error: 40.9%", "* macro_f1: 58.0%"]
-    (run_dir / "log.txt").write_text("\n".join(lines) + "\n")
-
-
 @pytest.mark.slow
 def test_recipe_registers_ours_beside_coops_own_runs_all_four_then_results_tabulates(tmp_path, tiny_clip_path):
     from tests import dataset_fixtures
@@ -223,9 +203,9 @@ def test_recipe_registers_ours_beside_coops_own_runs_all_four_then_results_tabul
     # CoOp-layout runs beside them: main.sh's deeper folders (2 seeds) and zeroshot.sh's seedless folder
     variant = "nctx16_cscFalse_ctpend"
     for seed, acc in ((1, 62.0), (2, 64.0)):
-        _coop_log(out / "dtd" / "CoOp" / "vit_b16_16shots" / variant / f"seed{seed}", "CoOp", "dtd", "ViT-B/16",
+        write_coop_log(out / "dtd" / "CoOp" / "vit_b16_16shots" / variant / f"seed{seed}", "CoOp", "dtd", "ViT-B/16",
                   acc, seed=seed, cfg_file="vit_b16")
-    _coop_log(out / "ZeroshotCLIP" / "vit_b16" / "dtd", "ZeroshotCLIP", "dtd", "ViT-B/16", 44.0, eval_only=True,
+    write_coop_log(out / "ZeroshotCLIP" / "vit_b16" / "dtd", "ZeroshotCLIP", "dtd", "ViT-B/16", 44.0, eval_only=True,
               seed=-1, cfg_file="vit_b16")
     res = _python(REPO, env, "-m", "tools.results", "--output", str(out), "--no-baselines", "--format", "csv",
                   timeout=120)

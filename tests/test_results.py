@@ -5,6 +5,8 @@ import csv
 import io
 import json
 import math
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -37,6 +39,27 @@ def write_log(seed_dir: Path, acc=None, *, name="log.txt", finished=True, eval_o
     if finished or eval_only:
         lines += ["=> result", "* total: 100", "* correct: 50", f"* accuracy: {acc}%", "* error: 1%", "* macro_f1: 1%"]
     (seed_dir / name).write_text("\n".join(lines) + "\n")
+
+
+def write_coop_log(run_dir: Path, trainer, dataset, backbone, acc, *, eval_only=False, seed=1, cfg_file="rn50"):
+    """A log in CoOp's format: its `** Arguments **` and `** Config **` dumps, then (training) `Finish training`
+    and the last-epoch test block."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["***************", "** Arguments **", "***************",
+             f"config_file: configs/trainers/CoOp/{cfg_file}.yaml",
+             f"dataset_config_file: configs/datasets/{dataset}.yaml", f"eval_only: {eval_only}",
+             f"seed: {seed}", f"trainer: {trainer}",
+             "************", "** Config **", "************",
+             "DATASET:", "  NAME: DescribableTextures", "  NUM_SHOTS: 16",
+             "MODEL:", "  BACKBONE:", f"    NAME: {backbone}", "    PRETRAINED: True", "  HEAD:", "    NAME: ",
+             "TRAINER:", "  COOP:", "    N_CTX: 16", f"  NAME: {trainer}",
+             "Collecting env info ...", "** System info **"]
+    if not eval_only:
+        lines += ["epoch [50/50] batch [1/1] loss 0.1 acc 100.0", "Finish training",
+                  "Deploy the last-epoch model"]
+    lines += ["Evaluate on the *test* set", "=> result", "* total: 1,692", "* correct: 1,000",
+              f"* accuracy: {acc}%", "* error: 40.9%", "* macro_f1: 58.0%"]
+    (run_dir / "log.txt").write_text("\n".join(lines) + "\n")
 
 
 def tree(root: Path):
@@ -220,3 +243,87 @@ def test_base_cfg_strips_protocol_suffixes_to_find_the_zero_shot_reference():
     assert base_cfg("rn50_inductive") == "rn50"
     assert base_cfg("rn50_from_imagenet") == "rn50"  # scripts/dac/ood.sh (shots already split off)
     assert base_cfg("vit_l14") == "vit_l14"
+
+
+def _latex_body(stdout):
+    """The non-comment lines of LaTeX output: must be exactly one tabular environment."""
+    body = [line for line in stdout.splitlines() if line.strip() and not line.startswith("%")]
+    assert body[0].startswith("\\begin{tabular}{") and body[-1] == "\\end{tabular}", stdout
+    assert sum(line.count("\\begin{") for line in body) == 1 and sum(line.count("\\end{") for line in body) == 1
+    return body
+
+
+def _compile(tex_file: Path, tmp_path: Path):
+    doc = tmp_path / "doc.tex"
+    doc.write_text("\\documentclass{article}\n\\begin{document}\n\\input{" + tex_file.name + "}\n\\end{document}\n")
+    return subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_latex_stdout_is_one_tabular_with_every_special_escaped(out, tmp_path):
+    write_log(out / "dtd" / "FAIR" / "vit_b16_x&y#1%" / "seed1", 58.0)  # specials in a run folder name
+    base = tmp_path / "pub.csv"
+    base.write_text('method,protocol,backbone,source,dtd\n'
+                    '"A_b & c #1",p_1,ViT-B/16,"Paper 50% ~x^y {z} \\ w $5",48.0\n')  # one backslash
+    res = _cli("--output", str(out), "--format", "latex", "--baselines", str(base))
+    assert res.returncode == 0, res.stderr
+    body = _latex_body(res.stdout)
+    text = "\n".join(body)
+    assert not re.search(r"(?<!\\)[_%#$&]", text.replace("$\\pm$", "").replace("$\\Delta$", "").replace(" & ", ""))
+    header = next(line for line in body if line.strip().startswith("Method"))
+    n_cols = len(re.split(r"(?<!\\)&", header))
+    rows = [line for line in body if line.endswith("\\\\")]
+    assert len(rows) == 1 + 7  # header + 6 of ours + 1 published
+    assert all(len(re.split(r"(?<!\\)&", line)) == n_cols for line in rows)  # no `&` of a cell splits it
+    assert "A\\_b \\& c \\#1" in text and "vit\\_b16\\_x\\&y\\#1\\%" in text
+    assert "50\\% \\textasciitilde{}x\\textasciicircum{}y \\{z\\} \\textbackslash{} w \\$5" in text
+    assert "### Runs" in res.stderr and "Unfinished runs" in res.stderr and "Unfinished" not in res.stdout
+    assert any(line.startswith("% ") and "sample std" in line for line in res.stdout.splitlines())
+    if shutil.which("pdflatex") is None:
+        return  # the structural checks above stand; compiling needs pdflatex (apt-get install texlive-latex-base)
+    for name, args in (("special.tex", ("--baselines", str(base))), ("default.tex", ())):
+        tex = subprocess.run([sys.executable, "-m", "tools.results", "--output", str(out), "--format", "latex",
+                              *args], cwd=REPO, capture_output=True, text=True, timeout=120).stdout
+        (tmp_path / name).write_text(tex)
+        _latex_body(tex)
+        done = _compile(tmp_path / name, tmp_path)
+        assert done.returncode == 0, f"{name}:\n{done.stdout[-3000:]}"
+        assert (tmp_path / "doc.pdf").stat().st_size > 1000
+
+
+def test_coop_layouts_are_found_at_any_depth_and_folded_into_the_run_name(tmp_path):
+    out = tmp_path / "output"
+    tree(out)
+    v = "nctx16_cscFalse_ctpend"
+    write_coop_log(out / f"dtd/CoOp/rn50_4shots/{v}/seed1", "CoOp", "dtd", "RN50", 60.0)  # scripts/coop/main.sh
+    write_coop_log(out / f"dtd/CoOp/rn50_4shots/{v}/seed2", "CoOp", "dtd", "RN50", 61.0)
+    (out / f"dtd/CoOp/rn50_4shots/{v}/seed1/prompt_learner").mkdir()  # a run folder's subfolders are its own
+    write_coop_log(out / "ZeroshotCLIP/rn50/dtd", "ZeroshotCLIP", "dtd", "RN50", 42.5, eval_only=True, seed=-1)
+    write_coop_log(out / f"evaluation/CoOp/rn50_16shots/{v}/imagenetv2/seed1", "CoOp", "imagenetv2", "RN50", 55.0,
+                   eval_only=True)  # scripts/coop/eval.sh
+    write_coop_log(out / "base2new/train_base/dtd/shots_16/CoCoOp/vit_b16_c4/seed1", "CoCoOp", "dtd", "ViT-B/16",
+                   80.0)  # CoCoOp's base-to-new layout
+    scanned = runs.scan(out)
+    found = {}
+    for r in scanned:
+        found.setdefault(r.key, r)  # the first seed folder of each run
+    coop = found[("dtd", "CoOp", f"rn50_4shots/{v}")]
+    assert (coop.cfg, coop.shots, coop.seed, coop.backbone, coop.origin) == ("rn50", 4, 1, "RN50", "CoOp")
+    zs = found[("dtd", "ZeroshotCLIP", "rn50")]
+    assert zs.seed is None and zs.status.accuracy == 42.5 and zs.status.log.name == "log.txt"
+    ev = found[("imagenetv2", "CoOp", f"evaluation/rn50_16shots/{v}")]
+    assert (ev.cfg, ev.shots, ev.status.accuracy) == ("rn50", 16, 55.0)
+    b2n = found[("dtd", "CoCoOp", "base2new/train_base/shots_16/vit_b16_c4")]
+    assert b2n.shots == 16 and b2n.backbone == "ViT-B/16"
+    assert ("dtd", "ZSCLIP", "vit_b16") in found and found[("dtd", "ZSCLIP", "vit_b16")].origin == "ours"
+    s = by_key(results.aggregate(scanned, seeds=[1, 2, 3]))
+    assert s[("dtd", "ZeroshotCLIP", "rn50")].missing == [] and s[("dtd", "ZeroshotCLIP", "rn50")].n == 1
+    assert s[("dtd", "CoOp", f"rn50_4shots/{v}")].missing == [3]
+    board = leaderboard.build(list(s.values()), [])
+    row = next(r for r in board.rows if r.method == "CoOp" and r.run == f"rn50_4shots/{v}")
+    assert row.deltas["dtd"] == pytest.approx(60.5 - 42.5) and row.delta_ref["dtd"].method == "ZeroshotCLIP"
+    assert (row.protocol, row.source, row.backbone) == ("CoOp", "local run", "RN50")
+    # population std (CoOp's parse_test_res.py prints numpy.std's default, ddof=0) on request
+    pop = by_key(results.aggregate(scanned, std="population"))
+    assert pop[("dtd", "CoOp", f"rn50_4shots/{v}")].std == pytest.approx(statistics.pstdev([60.0, 61.0]))
+    assert s[("dtd", "CoOp", f"rn50_4shots/{v}")].std == pytest.approx(statistics.stdev([60.0, 61.0]))

@@ -321,7 +321,8 @@ def _cfg_level(levels: Sequence[str]):
 
 def identify_run(root, run_dir) -> Optional[Run]:
     """Dataset, trainer, run name and seed of one run folder. Our layout (and CoOp's main.sh layout) starts
-    `<dataset>/<TRAINER>/`: used whenever the log does not name another trainer. Otherwise the trainer level is the
+    `<dataset>/<TRAINER>/`: used whenever the log does not name another trainer or dataset (config file stem).
+    Otherwise the trainer level is the
     one equal to the log's `trainer:` and the dataset level the one equal to its dataset config file's stem
     (DATASET.NAME when no level is). None when neither the path nor the log identify it."""
     root, run_dir = Path(root), Path(run_dir)
@@ -334,7 +335,8 @@ def identify_run(root, run_dir) -> Optional[Run]:
     logs = log_files(run_dir)
     log = status.log or (logs[-1] if logs else None)
     info = log_info(log) if log is not None else LogInfo()
-    if len(levels) >= 3 and (not info.trainer or levels[1] == info.trainer):
+    if len(levels) >= 3 and (not info.trainer or levels[1] == info.trainer) \
+            and (not info.dataset or levels[0] == info.dataset):
         dataset, trainer, rest = levels[0], levels[1], levels[2:]
     elif info.trainer and info.trainer in levels:
         trainer = info.trainer
