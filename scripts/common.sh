@@ -3,8 +3,9 @@
 #   run_seeds <TRAINER> <dataset> <cfg> <run_name> [train.py flags ...] -- [KEY VALUE ...]
 # Environment: DATA (dataset root, default ./data), OUTPUT (default ./output), SEEDS (default "1 2 3"),
 # PYTHON (default python), IMPORT (space-separated modules or .py files, each passed as `train.py --import`, e.g. a
-# CoOp checkout's train.py), TRAINER_CONFIGS (folder of <TRAINER>/<cfg>.yaml, default configs/trainers). Output: $OUTPUT/<dataset>/<TRAINER>/<run_name>/seed<S>/ where run_name is <cfg> or
-# <cfg>_<K>shots. A seed whose folder holds a finished run is skipped (tools/runs.py decides, one place).
+# CoOp checkout's train.py), TRAINER_CONFIGS (folder of <TRAINER>/<cfg>.yaml, default configs/trainers).
+# Output: $OUTPUT/<dataset>/<TRAINER>/<run_name>/seed<S>/ where run_name is <cfg> or <cfg>_<K>shots.
+# A seed whose folder holds a finished run is skipped (tools/runs.py decides, one place).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +17,7 @@ IMPORT="${IMPORT:-}"
 TRAINER_CONFIGS="${TRAINER_CONFIGS:-$REPO/configs/trainers}"
 DATA="$(realpath -m "$DATA")"      # absolute: the runs below execute from the repository root
 OUTPUT="$(realpath -m "$OUTPUT")"
+TRAINER_CONFIGS="$(realpath -m "$TRAINER_CONFIGS")"
 
 usage_exit() {
     echo "usage: $1" >&2

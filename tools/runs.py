@@ -77,7 +77,7 @@ class Run:
     """A run folder located in the output tree, with its status and what it loaded."""
     dataset: str
     trainer: str
-    run_name: str  # every level between the trainer and the seed, joined with "/" (`vit_b16`, `rn50_16shots/nctx16_cscFalse_ctpend`)
+    run_name: str  # the levels between trainer and seed, joined by "/": vit_b16, rn50_16shots/nctx16_cscFalse_ctpend
     cfg: str  # the cfg of the level that names it (shots split off)
     shots: Optional[int]
     seed: Optional[int]  # None: a run folder without a seed level (CoOp's zero-shot layout)
