@@ -117,7 +117,7 @@ def main(args):
     from dassl.engine import build_trainer
     from dassl.utils import collect_env_info, set_random_seed, setup_logger
 
-    hooks = import_extra(args.imports)  # before the config (their keys) and before our plugin (their datasets)
+    hooks = import_extra(getattr(args, "imports", ()))  # before the config (keys) and our plugin (datasets)
     cfg = setup_cfg(args, hooks)  # a config error is reported before anything heavy is imported
 
     import clip_adapt.plugin  # noqa: F401  registers our trainers and every dataset

@@ -17,7 +17,7 @@ Command line (exit code 0 = finished, 1 = not finished; used by scripts/common.s
 
     python -m tools.runs is-finished output/cub/FAIR/vit_b16/seed1
     python -m tools.runs result output/cub/FAIR/vit_b16/seed1      # prints the accuracy, exit 1 if unfinished
-    python -m tools.runs list output                                # every seed folder, finished or not
+    python -m tools.runs list output                                # every run folder, its trainer, its state
 """
 import argparse
 import json
@@ -365,7 +365,7 @@ def main(argv=None):
                         ("result", "print the final accuracy of a seed folder (exit 1 if unfinished)")):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("seed_dir")
-    sp = sub.add_parser("list", help="list every seed folder of an output tree and its status")
+    sp = sub.add_parser("list", help="list every run folder of an output tree, its trainer and its status")
     sp.add_argument("output")
     args = p.parse_args(argv)
     if args.cmd == "is-finished":
