@@ -113,7 +113,7 @@ class ImageNetV2(DatasetBase):
     dataset_dir = "imagenetv2"
 '''
 
-RECIPE_IMPORT = "import clip_adapt.plugin  # noqa: E402,F401  FAIR, ReCLIP, DAC, ZSCLIP and the datasets not defined here"
+RECIPE_IMPORT = "import clip_adapt.plugin  # noqa: F401  FAIR, ReCLIP, DAC, ZSCLIP and the datasets not defined here"
 RECIPE_EXTEND = "clip_adapt.plugin.extend_cfg(cfg)  # their config keys"
 
 REGISTRY_PROBE = '''
