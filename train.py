@@ -3,11 +3,16 @@
     python train.py --root DATA --seed 1 --trainer FAIR \
         --dataset-config-file configs/datasets/cub.yaml --config-file configs/trainers/FAIR/vit_b16.yaml \
         --output-dir output/cub/FAIR/vit_b16/seed1 [KEY VALUE ...]
+
+Other Dassl trainers (CoOp, CoCoOp, ...) run through it with `--import MODULE_OR_FILE` (repeatable), e.g.
+`--import /path/to/CoOp/train.py` (registers CoOp's trainers and datasets and declares their config keys).
 """
 import argparse
+import importlib
 import logging
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -33,10 +38,48 @@ def _merge(cfg, source, merge):
         sys.exit(f"config error in {source}: {e}")
 
 
-def setup_cfg(args):
+def import_extra(specs):
+    """`--import`: modules imported before the config is built, in order; returns their `extend_cfg(cfg)` hooks.
+
+    A spec is a dotted module name, or a .py file: that file is imported under its package path (the folder above
+    its outermost package is put first on sys.path, as if the command ran there), so a CoOp checkout's own train.py
+    or trainers/coop.py imports its `trainers`, `datasets` and `clip` packages. They run before
+    `clip_adapt.plugin`, which then registers only the dataset names still free.
+    """
+    hooks = []
+    for spec in specs or ():
+        try:
+            if spec.endswith(".py") or os.sep in spec:
+                path = Path(spec).resolve()
+                if not path.is_file():
+                    raise ImportError(f"no such file {path}")
+                top, parts = path.parent, [path.stem]
+                while (top / "__init__.py").is_file():
+                    parts.insert(0, top.name)
+                    top = top.parent
+                if str(top) in sys.path:
+                    sys.path.remove(str(top))
+                sys.path.insert(0, str(top))
+                module = importlib.import_module(".".join(parts))
+                if Path(module.__file__).resolve() != path:
+                    raise ImportError(f"module name '{module.__name__}' is already taken by {module.__file__}")
+            else:
+                module = importlib.import_module(spec)
+        except Exception as e:  # noqa: BLE001  (whatever the module raises, reported as one line naming it)
+            sys.exit(f"error: --import {spec}: {type(e).__name__}: {e}")
+        hook = getattr(module, "extend_cfg", None)
+        if callable(hook):
+            hooks.append((spec, hook))
+    return hooks
+
+
+def setup_cfg(args, hooks=()):
     from dassl.config import get_cfg_default
 
-    cfg = extend_cfg(get_cfg_default())
+    cfg = get_cfg_default()
+    for spec, hook in hooks:  # the imported modules' own keys first; ours then fill in only what is absent
+        _merge(cfg, f"extend_cfg of --import {spec}", lambda h=hook: h(cfg))
+    cfg = extend_cfg(cfg)
     for path in (args.dataset_config_file, args.config_file):
         if path:
             _merge(cfg, path, lambda p=path: cfg.merge_from_file(p))
@@ -75,7 +118,8 @@ def main(args):
     from dassl.engine import build_trainer
     from dassl.utils import collect_env_info, set_random_seed, setup_logger
 
-    cfg = setup_cfg(args)  # first: a config error is reported before anything heavy is imported
+    hooks = import_extra(getattr(args, "imports", ()))  # before the config (keys) and our plugin (datasets)
+    cfg = setup_cfg(args, hooks)  # a config error is reported before anything heavy is imported
 
     import clip_adapt.plugin  # noqa: F401  registers our trainers and every dataset
     if cfg.SEED >= 0:
@@ -134,6 +178,10 @@ def build_parser():
     p.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     p.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
+                   help="also import this module (dotted name or .py file, e.g. a CoOp checkout's train.py) before "
+                        "the config is built: it registers its trainers/datasets, and its extend_cfg(cfg), if any, "
+                        "declares its config keys (repeatable)")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command-line")
     return p
 

@@ -2,7 +2,7 @@
 and every dataset of the catalog (a dataset name already registered, e.g. CoOp's ImageNetV2, is kept as it is).
 `extend_cfg(cfg)` declares our config keys (clip_adapt/config.py), leaving keys already present untouched.
 
-Inside a CoOp checkout these are the two lines to add to its train.py (README, "Inside a CoOp checkout").
+Inside a CoOp checkout these are the two lines to add to its train.py (docs/COOP.md).
 """
 from clip_adapt.config import extend_cfg  # noqa: F401
 from clip_adapt.engine import dac, fair, reclip, zsclip  # noqa: F401  (each module registers its trainer)

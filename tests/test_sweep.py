@@ -160,3 +160,42 @@ def test_slurm_without_submitit_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit -> ImportError
     with pytest.raises(SystemExit, match="pip install submitit"):
         sweep._submitit()
+
+
+RECORDING_PYTHON = r"""#!/usr/bin/env bash
+# stands in for $PYTHON: `-m tools.runs ...` runs for real; `train.py ...` records its argv and writes a finished log
+if [[ "$1" == "-m" ]]; then exec "{python}" "$@"; fi
+echo "$*" >> "{record}"
+while [[ $# -gt 0 && "$1" != "--output-dir" ]]; do shift; done
+mkdir -p "$2"
+printf 'Finish training\n=> result\n* accuracy: 50.0%%\n' > "$2/log.txt"
+"""
+
+
+def test_generic_trainer_script_runs_any_trainer_with_its_imports_and_configs(tmp_path):
+    """--method trainer --trainer CoOp: scripts/trainer/main.sh gets the trainer, --shots becomes DATASET.NUM_SHOTS
+    and the `<cfg>_<K>shots` folder, --import reaches train.py (absolute), the cfg comes from TRAINER_CONFIGS."""
+    dataset = sorted((REPO / "configs" / "datasets").glob("*.yaml"))[0].stem
+    cfgs = tmp_path / "coop_configs"
+    (cfgs / "CoOp").mkdir(parents=True)
+    (cfgs / "CoOp" / "rn50.yaml").write_text("OPTIM:\n  MAX_EPOCH: 1\n")
+    record = tmp_path / "argv.txt"
+    fake = tmp_path / "python"
+    fake.write_text(RECORDING_PYTHON.format(python=sys.executable, record=record))
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHON=str(fake), TRAINER_CONFIGS=str(cfgs), PYTHONWARNINGS="ignore", PYTHONPATH=str(REPO))
+    res = subprocess.run([sys.executable, "-m", "tools.sweep", "--method", "trainer", "--trainer", "CoOp",
+                          "--datasets", dataset, "--cfgs", "rn50", "--shots", "4", "--seeds", "1",
+                          "--import", "coop/train.py", "--output", str(out), "--", "TRAINER.COOP.N_CTX", "4"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert runs.is_finished(out / dataset / "CoOp" / "rn50_4shots" / "seed1")
+    argv = record.read_text()
+    assert f"--import {tmp_path / 'coop' / 'train.py'}" in argv and "--trainer CoOp" in argv
+    assert f"--config-file {cfgs / 'CoOp' / 'rn50.yaml'}" in argv
+    assert "DATASET.NUM_SHOTS 4 TRAINER.COOP.N_CTX 4" in argv
+    with pytest.raises(ValueError, match="--trainer NAME goes with --method trainer"):
+        sweep.plan("trainer", [dataset], ["rn50"], [1])
+    with pytest.raises(ValueError, match="not as DATASET.NUM_SHOTS"):
+        sweep.plan("trainer", [dataset], ["rn50"], [1], shots=[4], opts=["DATASET.NUM_SHOTS", "2"], trainer="CoOp")

@@ -1,12 +1,20 @@
 """Leaderboard: our rows (mean ± std over seeds) next to published rows from baselines/, rendered with tabulate.
 
 Rules (baselines/README.md, DESIGN.md "Evaluation protocol"):
-- every row carries its protocol; our rows have protocol `ours`; the best value of a column is marked only among
-  rows of the SAME protocol and backbone (ours: the cfg without its transductive/inductive suffix) — bold in
-  markdown and LaTeX, a trailing `*` on the value in CSV — and only where that group has at least two values;
-- rows are grouped: ours first, then published rows by protocol and backbone;
-- Δ (our rows only) = our mean − the mean of our ZSCLIP row with the same backbone cfg (transductive/inductive
-  suffixes stripped, tools.runs.base_cfg) on the same dataset. Published rows get no Δ: it would cross protocols;
+- every row carries its protocol: local runs of this project's trainers have protocol `ours` (source
+  `this project`), local runs of any other trainer (CoOp, CoCoOp, ...) its trainer name (source `local run`);
+  published rows their file's code. The best value of a column is marked only among rows of the SAME protocol and
+  backbone — bold in markdown and LaTeX, a trailing `*` on the value in CSV — and only where that group has at least
+  two values;
+- a local row's backbone is what its runs loaded (results.json's `backbone`/`backbone_sha256`, else the log's
+  config dump `MODEL.BACKBONE.NAME`), never the cfg file's name; the run (cfg) is its own column;
+- rows are grouped: local rows first (zero-shot rows first), then published rows by protocol and backbone;
+- Δ (local rows only) = the row's mean − the mean of a local zero-shot row (ZSCLIP, else CoOp's ZeroshotCLIP, then
+  ZeroshotCLIP2, tools.runs.ZERO_SHOT_TRAINERS) that loaded the same backbone, on the same dataset; among several,
+  the one whose cfg is the row's cfg without its transductive/inductive suffix (tools.runs.base_cfg), then one of
+  the same origin (our rows: ZSCLIP; CoOp's rows: ZeroshotCLIP, ZeroshotCLIP2), then that order. When a
+  backbone is unknown (a log without a config dump), the cfg alone decides. The notes say which row each Δ uses.
+  Published rows get no Δ: it would cross protocols;
 - columns are the datasets of our runs; published rows without any of them are left out; `Avg.` is the mean over
   the shown columns, only for rows that have all of them (a paper's own `average` column is never shown).
 """
@@ -19,14 +27,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from tabulate import tabulate
 
-from tools.runs import ZERO_SHOT_TRAINER, base_cfg
+from tools.runs import OURS, ZERO_SHOT_TRAINERS, base_cfg
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINES_DIR = REPO / "baselines"
 DEFAULT_TABLES = BASELINES_DIR / "tables"
 PROTOCOLS_FILE = BASELINES_DIR / "protocols.csv"
 FORMATS = ("markdown", "latex", "csv")
-OURS = "ours"
+OUR_SOURCE = "this project"
+LOCAL_SOURCE = "local run"
 LEAD_COLUMNS = ("method", "protocol", "backbone", "source")
 SHOTS_COL_RE = re.compile(r"^shots_(\d+)$")
 CSV_BEST_MARKER = "*"
@@ -43,10 +52,15 @@ class Row:
     backbone: str
     source: str
     shots: Optional[int] = None
-    values: Dict[str, float] = field(default_factory=dict)  # dataset -> accuracy (mean for our rows)
+    values: Dict[str, float] = field(default_factory=dict)  # dataset -> accuracy (mean for local rows)
     stds: Dict[str, Optional[float]] = field(default_factory=dict)
     ns: Dict[str, int] = field(default_factory=dict)
     deltas: Dict[str, float] = field(default_factory=dict)
+    run: str = ""  # local rows: the run name (cfg and folded levels); published rows: ""
+    local: bool = False  # a row of runs found under --output (ours or another trainer's)
+    backbone_sha256: str = ""  # local rows: the loaded checkpoint's sha256 when known
+    cfg: str = ""  # local rows: the cfg (shots split off), for the Δ reference
+    delta_ref: Dict[str, "Row"] = field(default_factory=dict)  # dataset -> the zero-shot row its Δ is against
 
     @property
     def ours(self) -> bool:
@@ -58,6 +72,7 @@ class Board:
     datasets: List[str]
     rows: List[Row]
     best: Dict[Tuple[int, str], bool]  # (row index, column) -> best of its protocol
+    std_kind: str = "sample"  # what the ± of local rows is (tools.results --std)
 
 
 def _number(text: str, path, line: int, column: str) -> Optional[float]:
@@ -151,29 +166,65 @@ def load_protocols(path=PROTOCOLS_FILE) -> Dict[str, str]:
 
 
 def our_rows(summaries) -> List[Row]:
-    """One row per (trainer, run) from tools.results summaries; Δ vs our ZSCLIP row of the same base cfg."""
+    """One local row per (trainer, run, backbone) from tools.results summaries, with Δ (module docstring)."""
+    from tools.results import backbone_label
+
     rows: Dict[tuple, Row] = {}
     for s in summaries:
         if s.n == 0:
             continue
-        row = rows.setdefault((s.trainer, s.cfg, s.shots),
-                              Row(s.trainer, OURS, s.cfg, "this project", s.shots))
+        name, sha = s.backbone
+        source = OUR_SOURCE if s.origin == OURS else LOCAL_SOURCE
+        row = rows.setdefault((s.trainer, s.run_name, name, sha),
+                              Row(s.trainer, s.origin, backbone_label(name, sha), source, s.shots, run=s.run_name,
+                                  local=True, backbone_sha256=sha, cfg=s.cfg))
         row.values[s.dataset] = s.mean
         row.stds[s.dataset] = s.std
         row.ns[s.dataset] = s.n
-    for (trainer, cfg, shots), row in rows.items():
-        zs = rows.get((ZERO_SHOT_TRAINER, base_cfg(cfg), None))
-        if zs is None or zs is row:
+    zero_shot = [r for r in rows.values() if r.method in ZERO_SHOT_TRAINERS]
+    for row in rows.values():
+        if row.method in ZERO_SHOT_TRAINERS:
             continue
         for ds, v in row.values.items():
-            if ds in zs.values:
-                row.deltas[ds] = v - zs.values[ds]
-    order = sorted(rows.values(), key=lambda r: (r.method != ZERO_SHOT_TRAINER, r.method, r.backbone, r.shots or 0))
-    return order
+            ref = zero_shot_reference(row, [z for z in zero_shot if ds in z.values])
+            if ref is not None:
+                row.deltas[ds] = v - ref.values[ds]
+                row.delta_ref[ds] = ref
+    def order(r):
+        zs = ZERO_SHOT_TRAINERS.index(r.method) if r.method in ZERO_SHOT_TRAINERS else len(ZERO_SHOT_TRAINERS)
+        return (not r.ours, zs, r.method, r.backbone, r.run, r.shots or 0)
+
+    return sorted(rows.values(), key=order)
+
+
+def _same_backbone(a: Row, b: Row) -> Optional[bool]:
+    """True/False when both rows know what they loaded (sha256 compared when both have it), None when one does not."""
+    if not a.backbone or not b.backbone:
+        return None
+    if a.backbone_sha256 and b.backbone_sha256:
+        return a.backbone_sha256 == b.backbone_sha256
+    return a.backbone.split(" sha256:")[0] == b.backbone.split(" sha256:")[0]
+
+
+def zero_shot_reference(row: Row, candidates: Sequence[Row]) -> Optional[Row]:
+    """The zero-shot row `row`'s Δ is against (module docstring), or None."""
+    base = base_cfg(row.cfg)
+    fits = []
+    for z in candidates:
+        same = _same_backbone(row, z)
+        if same is False or (same is None and base_cfg(z.cfg) != base):
+            continue
+        fits.append(z)
+    if not fits:
+        return None
+    return min(fits, key=lambda z: (base_cfg(z.cfg) != base, z.ours != row.ours, ZERO_SHOT_TRAINERS.index(z.method),
+                                    z.run))
 
 
 def _group(row: Row) -> tuple:
-    return (row.protocol, base_cfg(row.backbone) if row.ours else row.backbone)
+    if row.local and not row.backbone:
+        return (row.protocol, "cfg " + base_cfg(row.cfg))
+    return (row.protocol, row.backbone.split(" sha256:")[0] if row.local else row.backbone)
 
 
 def build(summaries, baselines: Sequence[Row], protocols: Optional[Sequence[str]] = None) -> Board:
@@ -201,7 +252,7 @@ def build(summaries, baselines: Sequence[Row], protocols: Optional[Sequence[str]
             for i, v in vals:
                 if round(v, 2) == round(top, 2):
                     best[(i, col)] = True
-    return Board(datasets, rows, best)
+    return Board(datasets, rows, best, summaries[0].std_kind if summaries else "sample")
 
 
 def average(row: Row, datasets: Sequence[str]) -> Optional[float]:
@@ -224,18 +275,35 @@ def _cell(row: Row, ds: str, bold, pm: str, delta_fmt) -> str:
     return text
 
 
-def _latex_escape(text: str) -> str:
-    return re.sub(r"([_%&#$])", r"\\\1", str(text))
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
+                  "_": r"\_", "%": r"\%", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "±": r"$\pm$", "Δ": r"$\Delta$", "–": "--", "—": "---"}
+LATEX_SPECIALS_RE = re.compile("|".join(re.escape(c) for c in LATEX_SPECIALS))
+
+
+def _latex_escape(text) -> str:
+    """Text as LaTeX source: the ten special characters escaped, and ± Δ – — written with LaTeX commands."""
+    return LATEX_SPECIALS_RE.sub(lambda m: LATEX_SPECIALS[m.group(0)], str(text))
+
+
+def latex_comment(text: str) -> str:
+    """A note as LaTeX comment lines (`% ...`; a line break inside it cannot end the comment)."""
+    return "\n".join("% " + line for line in str(text).splitlines() or [""])
+
+
+def _run_label(row: Row) -> str:
+    return f"{row.method} {row.run}".strip()
 
 
 def render(board: Board, fmt: str, protocols: Optional[Dict[str, str]] = None) -> str:
-    """The leaderboard as markdown (README), LaTeX (paper) or CSV."""
+    """The leaderboard as markdown (README), LaTeX (paper: notes as `%` comment lines, then ONE tabular; nothing
+    else) or CSV."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format '{fmt}' (choose from {', '.join(FORMATS)})")
     if fmt == "csv":
         return _render_csv(board)
     md = fmt == "markdown"
-    header = ["Method", "Protocol", "Backbone / cfg", "Shots", "Source"] + board.datasets + ["Avg."]
+    header = ["Method", "Run", "Protocol", "Backbone", "Shots", "Source"] + board.datasets + ["Avg."]
     body = []
     for i, r in enumerate(board.rows):
         def bold(t, col=None):
@@ -243,7 +311,8 @@ def render(board: Board, fmt: str, protocols: Optional[Dict[str, str]] = None) -
                 return t
             return f"**{t}**" if md else f"\\textbf{{{t}}}"
         esc = (lambda t: t) if md else _latex_escape
-        cells = [esc(r.method), esc(r.protocol), esc(r.backbone), "" if r.shots is None else r.shots, esc(r.source)]
+        cells = [esc(r.method), esc(r.run), esc(r.protocol), esc(r.backbone), "" if r.shots is None else r.shots,
+                 esc(r.source)]
         for ds in board.datasets:
             cells.append(_cell(r, ds, lambda t, ds=ds: bold(t, ds), "±" if md else "$\\pm$",
                                (lambda d: f"(Δ {d:+.2f})") if md else (lambda d: f"($\\Delta$ {d:+.2f})")))
@@ -256,21 +325,37 @@ def render(board: Board, fmt: str, protocols: Optional[Dict[str, str]] = None) -
     notes = _notes(board, protocols or {})
     if md:
         return "### Leaderboard\n\n" + table + "\n\n" + "\n".join(f"- {n}" for n in notes)
-    return table + "\n" + "\n".join(f"% {n}" for n in notes)
+    return "\n".join(latex_comment(n) for n in notes) + "\n" + table + "\n"
 
 
 def _notes(board: Board, protocols: Dict[str, str]) -> List[str]:
-    notes = ["top-1 accuracy (%) on the test split; our rows: mean ± sample std over seeds, last epoch",
-             "Δ: our row minus our ZSCLIP row of the same backbone cfg on the same dataset",
+    notes = [f"top-1 accuracy (%) on the test split; local rows: mean ± {board.std_kind} std over seeds "
+             f"(ddof={1 if board.std_kind == 'sample' else 0}), last epoch",
+             "Δ: a local row minus the local zero-shot row (ZSCLIP, else ZeroshotCLIP, ZeroshotCLIP2) that loaded the "
+             "same backbone, on the same dataset",
+             "backbone of a local row: the checkpoint its runs loaded (name, sha256 prefix when recorded)",
              "best of a column marked among rows of the same protocol and backbone only; protocols are not comparable"]
+    pairs = {}
+    for r in board.rows:
+        for ds, ref in r.delta_ref.items():
+            pairs.setdefault((_run_label(r), _run_label(ref)), []).append(ds)
+    for (row, ref), dss in pairs.items():
+        notes.append(f"Δ of {row}: against {ref} ({', '.join(dss)})")
     for p in dict.fromkeys(r.protocol for r in board.rows):
-        desc = protocols.get(p, "this project's runs" if p == OURS else "(no description in baselines/protocols.csv)")
+        local = next((r for r in board.rows if r.protocol == p and r.local), None)
+        if p == OURS:
+            desc = ("local runs of this project's trainers (FAIR, ReCLIP, DAC, ZSCLIP): CoOp/Dassl splits, "
+                    "last-epoch test accuracy")
+        elif local is not None:
+            desc = f"local runs of trainer {p} under --output"
+        else:
+            desc = protocols.get(p, "(no description in baselines/protocols.csv)")
         notes.append(f"protocol `{p}`: {desc}")
     return notes
 
 
 def _render_csv(board: Board) -> str:
-    header = ["method", "protocol", "backbone", "shots", "source"]
+    header = ["method", "run", "protocol", "backbone", "backbone_sha256", "shots", "source"]
     for ds in board.datasets:
         header += [ds, f"{ds}_std", f"{ds}_n", f"{ds}_delta"]
     header.append("average")
@@ -278,7 +363,8 @@ def _render_csv(board: Board) -> str:
     w = csv.writer(out, lineterminator="\n")
     w.writerow(header)
     for i, r in enumerate(board.rows):
-        cells = [r.method, r.protocol, r.backbone, "" if r.shots is None else r.shots, r.source]
+        cells = [r.method, r.run, r.protocol, r.backbone.split(" sha256:")[0] if r.local else r.backbone,
+                 r.backbone_sha256, "" if r.shots is None else r.shots, r.source]
         for ds in board.datasets:
             v = r.values.get(ds)
             mark = CSV_BEST_MARKER if board.best.get((i, ds)) else ""
@@ -292,15 +378,12 @@ def _render_csv(board: Board) -> str:
 
 
 def render_plain_table(header, rows, fmt: str, title: str = "") -> str:
-    """A plain table (the per-run summary) in the chosen format."""
+    """A plain table (the per-run summary) as CSV or markdown."""
     if fmt == "csv":
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
         w.writerow(header)
         w.writerows(rows)
         return out.getvalue()
-    if fmt == "latex":
-        return tabulate([[_latex_escape(c) for c in r] for r in rows], headers=[_latex_escape(h) for h in header],
-                        tablefmt="latex_raw", disable_numparse=True).replace("±", "$\\pm$")
     return (f"### {title}\n\n" if title else "") + tabulate(rows, headers=header, tablefmt="github",
                                                             disable_numparse=True)

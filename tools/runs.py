@@ -2,7 +2,11 @@
 
 Output layout (DESIGN.md, "Layout"): ``$OUTPUT/<dataset>/<TRAINER>/<cfg>[_<K>shots]/seed<S>/`` holding ``log.txt``
 and, after a re-run or resume, ``log.txt-<YYYY-mm-dd-HH-MM-SS>`` (Dassl's logger never overwrites an existing
-log.txt; it opens a new file with a timestamp suffix).
+log.txt; it opens a new file with a timestamp suffix). `scan` also finds run folders at any depth (CoOp's
+``<dataset>/<TRAINER>/<cfg>_<K>shots/nctx16_cscFalse_ctpend/seed<S>/``, its zero-shot ``<TRAINER>/<cfg>/<dataset>/``
+without a seed level): the levels below the trainer are folded into the run name, and where the path does not start
+with ``<dataset>/<TRAINER>/`` the log's own ``** Arguments **`` dump (``trainer:``, ``dataset_config_file:``) says
+which level is which.
 
 A run is FINISHED when its newest log that holds a result block (CoOp's log lines ``=> result`` then
 ``* accuracy: X%``) is either a training run whose result comes after ``Finish training``, or an eval-only run
@@ -13,15 +17,16 @@ Command line (exit code 0 = finished, 1 = not finished; used by scripts/common.s
 
     python -m tools.runs is-finished output/cub/FAIR/vit_b16/seed1
     python -m tools.runs result output/cub/FAIR/vit_b16/seed1      # prints the accuracy, exit 1 if unfinished
-    python -m tools.runs list output                                # every seed folder, finished or not
+    python -m tools.runs list output                                # every run folder, its trainer, its state
 """
 import argparse
+import json
 import os
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 LOG_NAME = "log.txt"
 FINISH_LINE = "Finish training"
@@ -36,6 +41,12 @@ VARIANT_SUFFIXES = ("_transductive", "_inductive")
 # the script name of each method and the Dassl trainer it runs (scripts/<method>/main.sh)
 METHOD_TRAINERS = {"zsclip": "ZSCLIP", "fair": "FAIR", "reclip": "ReCLIP", "dac": "DAC"}
 ZERO_SHOT_TRAINER = "ZSCLIP"
+OURS = "ours"  # the origin label of this project's trainers; any other trainer is labelled by its own name
+# zero-shot references for the Δ column, in order of preference: ours, then CoOp's (CoOp trainers/zsclip.py:
+# ZeroshotCLIP = one hand-made template per dataset, ZeroshotCLIP2 = prompt ensemble)
+ZERO_SHOT_TRAINERS = (ZERO_SHOT_TRAINER, "ZeroshotCLIP", "ZeroshotCLIP2")
+RESULTS_JSON = "results.json"  # written by clip_adapt/engine/base.py beside log.txt
+SHOTS_LEVEL_RE = re.compile(r"^shots_(\d+)$")  # CoCoOp's base-to-new layout: <dataset>/shots_<K>/<TRAINER>/<cfg>
 
 
 @dataclass(frozen=True)
@@ -63,18 +74,29 @@ class RunStatus:
 
 @dataclass(frozen=True)
 class Run:
-    """A seed folder located in the output tree, with its status."""
+    """A run folder located in the output tree, with its status and what it loaded."""
     dataset: str
     trainer: str
-    run_name: str
-    cfg: str
+    run_name: str  # the levels between trainer and seed, joined by "/": vit_b16, rn50_16shots/nctx16_cscFalse_ctpend
+    cfg: str  # the cfg of the level that names it (shots split off)
     shots: Optional[int]
-    seed: int
+    seed: Optional[int]  # None: a run folder without a seed level (CoOp's zero-shot layout)
     status: RunStatus
+    backbone: str = ""  # MODEL.BACKBONE.NAME the run loaded (results.json, else the log's config dump); "" unknown
+    backbone_sha256: str = ""  # sha256 of the loaded checkpoint (results.json of our trainers); "" unknown
 
     @property
     def key(self):
-        return (self.dataset, self.trainer, self.cfg, self.shots)
+        return (self.dataset, self.trainer, self.run_name)
+
+    @property
+    def origin(self) -> str:
+        return origin(self.trainer)
+
+
+def origin(trainer: str) -> str:
+    """`ours` for this project's trainers (FAIR, ReCLIP, DAC, ZSCLIP), else the trainer's own name."""
+    return OURS if trainer in METHOD_TRAINERS.values() else trainer
 
 
 def run_name(cfg: str, shots: Optional[int] = None) -> str:
@@ -186,19 +208,153 @@ def is_finished(seed_dir) -> bool:
 
 
 def scan(output) -> List[Run]:
-    """Every seed folder under `output` (layout `<dataset>/<TRAINER>/<run_name>/seed<S>/`), sorted."""
+    """Every run folder under `output` (find_run_dirs), identified by `identify_run`, sorted by folder."""
     root = Path(output)
     if not root.is_dir():
         raise FileNotFoundError(f"output folder {root} does not exist")
     runs = []
-    for d in sorted(root.glob("*/*/*/seed*")):
-        m = SEED_DIR_RE.match(d.name)
-        if not m or not d.is_dir():
-            continue
-        rel = d.relative_to(root).parts
-        cfg, shots = split_run_name(rel[2])
-        runs.append(Run(rel[0], rel[1], rel[2], cfg, shots, int(m.group(1)), run_status(d)))
+    for d in find_run_dirs(root):
+        run = identify_run(root, d)
+        if run is not None:
+            runs.append(run)
     return runs
+
+
+def find_run_dirs(root) -> List[Path]:
+    """Folders under `root` that hold one run: a `seed<S>` folder, or any folder with a log.txt / log.txt-<time>
+    (CoOp's zero-shot script writes no seed level). A run folder's own subfolders (checkpoints) are not searched."""
+    root = Path(root)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        has_log = any(f == LOG_NAME or f.startswith(LOG_NAME + "-") for f in filenames)
+        if d != root and (SEED_DIR_RE.match(d.name) or has_log):
+            found.append(d)
+            dirnames[:] = []
+        else:
+            dirnames.sort()
+    return sorted(found)
+
+
+@dataclass(frozen=True)
+class LogInfo:
+    """What a log's `** Arguments **` and `** Config **` dumps (printed by train.py, ours and CoOp's) say."""
+    trainer: str = ""  # `trainer:` argument, else TRAINER.NAME
+    dataset: str = ""  # stem of `dataset_config_file:` (configs/datasets/<dataset>.yaml), the folder name scripts use
+    dataset_name: str = ""  # DATASET.NAME (the Dassl class, e.g. DescribableTextures)
+    backbone: str = ""  # MODEL.BACKBONE.NAME
+    seed: Optional[int] = None  # `seed:` argument
+
+
+CONFIG_BANNER = "** Config **"
+ARGS_BANNER = "** Arguments **"
+CONFIG_END = "Collecting env info"  # the line both train.py print right after the config dump
+
+
+def log_info(path) -> LogInfo:
+    """Read the argument and config dumps at the top of one log (yacs prints nested keys indented by two spaces)."""
+    args, cfg = {}, {}
+    section, stack = None, []
+    with open(path, "r", errors="replace") as f:
+        for raw in f:
+            line = raw.rstrip("\n")
+            text = line.strip()
+            if text == ARGS_BANNER:
+                section = "args"
+                continue
+            if text == CONFIG_BANNER:
+                section, stack = "cfg", []
+                continue
+            if text.startswith(CONFIG_END) or text.startswith("=> result"):
+                break
+            if section is None or not text or text.startswith("*"):
+                continue
+            key, sep, value = text.partition(":")
+            if not sep:
+                continue
+            if section == "args":
+                args[key.strip()] = value.strip()
+                continue
+            depth = (len(line) - len(line.lstrip(" "))) // 2
+            stack = stack[:depth]
+            if value.strip() == "":
+                stack.append(key.strip())
+            else:
+                cfg[".".join(stack + [key.strip()])] = value.strip()
+    seed = args.get("seed")
+    try:
+        seed = int(seed) if seed is not None else None
+    except ValueError:
+        seed = None
+    ds_file = args.get("dataset_config_file", "")
+    return LogInfo(trainer=args.get("trainer") or cfg.get("TRAINER.NAME", ""),
+                   dataset=Path(ds_file).stem if ds_file else "", dataset_name=cfg.get("DATASET.NAME", ""),
+                   backbone=cfg.get("MODEL.BACKBONE.NAME", ""), seed=seed)
+
+
+def loaded_backbone(run_dir, log: Optional[Path]):
+    """(name, sha256) of the CLIP a run loaded: results.json (our trainers write both), else the config dump of its
+    log (name only); ("", "") when neither says."""
+    res = Path(run_dir) / RESULTS_JSON
+    if res.is_file():
+        try:
+            data = json.loads(res.read_text())
+        except (OSError, ValueError):
+            data = {}
+        if isinstance(data, dict) and data.get("backbone"):
+            return str(data["backbone"]), str(data.get("backbone_sha256") or "")
+    if log is not None:
+        return log_info(log).backbone, ""
+    return "", ""
+
+
+def _cfg_level(levels: Sequence[str]):
+    """(cfg, shots) from the levels below the trainer: the first `<cfg>_<K>shots` level, else the first level (its
+    shots from a `shots_<K>` level, CoCoOp's layout)."""
+    for lvl in levels:
+        cfg, shots = split_run_name(lvl)
+        if shots is not None:
+            return cfg, shots
+    shots = next((int(m.group(1)) for m in map(SHOTS_LEVEL_RE.match, levels) if m), None)
+    return levels[0], shots
+
+
+def identify_run(root, run_dir) -> Optional[Run]:
+    """Dataset, trainer, run name and seed of one run folder. Our layout (and CoOp's main.sh layout) starts
+    `<dataset>/<TRAINER>/`: used whenever the log does not name another trainer or dataset (config file stem).
+    Otherwise the trainer level is the
+    one equal to the log's `trainer:` and the dataset level the one equal to its dataset config file's stem
+    (DATASET.NAME when no level is). None when neither the path nor the log identify it."""
+    root, run_dir = Path(root), Path(run_dir)
+    levels = list(run_dir.relative_to(root).parts)
+    m = SEED_DIR_RE.match(levels[-1])
+    seed = int(m.group(1)) if m else None
+    if m:
+        levels = levels[:-1]
+    status = run_status(run_dir)
+    logs = log_files(run_dir)
+    log = status.log or (logs[-1] if logs else None)
+    info = log_info(log) if log is not None else LogInfo()
+    if len(levels) >= 3 and (not info.trainer or levels[1] == info.trainer) \
+            and (not info.dataset or levels[0] == info.dataset):
+        dataset, trainer, rest = levels[0], levels[1], levels[2:]
+    elif info.trainer and info.trainer in levels:
+        trainer = info.trainer
+        rest = [lvl for lvl in levels if lvl != trainer]
+        if info.dataset and info.dataset in rest:
+            dataset = info.dataset
+            rest.remove(dataset)
+        else:
+            dataset = info.dataset or info.dataset_name
+        if not dataset or not rest:
+            return None
+    else:
+        return None
+    if seed is None and m is None and info.seed is not None and info.seed >= 0:
+        seed = info.seed
+    cfg, shots = _cfg_level(rest)
+    name, sha = loaded_backbone(run_dir, log)
+    return Run(dataset, trainer, "/".join(rest), cfg, shots, seed, status, name, sha)
 
 
 def main(argv=None):
@@ -209,7 +365,7 @@ def main(argv=None):
                         ("result", "print the final accuracy of a seed folder (exit 1 if unfinished)")):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("seed_dir")
-    sp = sub.add_parser("list", help="list every seed folder of an output tree and its status")
+    sp = sub.add_parser("list", help="list every run folder of an output tree, its trainer and its status")
     sp.add_argument("output")
     args = p.parse_args(argv)
     if args.cmd == "is-finished":
@@ -229,7 +385,7 @@ def main(argv=None):
     for r in runs:
         st = r.status
         state = f"{st.accuracy:g}" if st.finished else f"unfinished ({st.reason})"
-        print(f"{os.path.relpath(st.seed_dir, args.output)}\t{state}")
+        print(f"{os.path.relpath(st.seed_dir, args.output)}\t{r.trainer} ({r.origin})\t{state}")
     return 0
 
 

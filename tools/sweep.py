@@ -4,6 +4,8 @@
     python -m tools.sweep --method dac --datasets dtd --cfgs rn50 --shots 1,2,4,8,16 --dry-run
     python -m tools.sweep --method reclip --datasets dtd --cfgs vit_b16 -- DATASET.ADAPT_SPLIT train
     python -m tools.sweep --method fair --datasets cub --cfgs vit_b16 --slurm --partition gpu --timeout 240
+    IMPORT=/path/to/CoOp/train.py TRAINER_CONFIGS=/path/to/CoOp/configs/trainers \
+        python -m tools.sweep --method trainer --trainer CoOp --datasets dtd --cfgs rn50 --shots 1,16
 
 Each (dataset, cfg, shots, seed) is one invocation `SEEDS=<s> bash <scripts-dir>/<method>/main.sh <dataset> <cfg>
 [<shots>] [KEY VALUE ...]`, so a failure is reported per seed. A seed folder that already holds a finished run
@@ -12,7 +14,11 @@ exit code is 1. `--dry-run` prints what would run (and what would be skipped) an
 
 `--slurm` submits the same invocations as a SLURM job array through submitit (`pip install submitit`, or the
 `slurm` extra of setup.py), waits for them and reports failures the same way (`--no-wait`: print job ids and exit).
-Environment: DATA, OUTPUT (as the scripts), SWEEP_SCRIPTS_DIR (default: the repository's scripts/).
+`--method trainer --trainer NAME` runs scripts/trainer/main.sh, for any registered trainer (CoOp, CoCoOp, ...;
+their modules given with `--import` or the IMPORT variable, passed to train.py's `--import`); `--shots K` becomes
+`DATASET.NUM_SHOTS K` and the run folder `<cfg>_<K>shots`.
+Environment: DATA, OUTPUT, IMPORT, TRAINER_CONFIGS (as the scripts), SWEEP_SCRIPTS_DIR (default: the repository's
+scripts/).
 """
 import argparse
 import os
@@ -27,6 +33,7 @@ from tools import runs as runs_mod
 
 REPO = Path(__file__).resolve().parents[1]
 SHOTS_METHODS = ("dac",)  # methods whose script takes <shots>
+GENERIC = "trainer"  # scripts/trainer/main.sh <TRAINER> <dataset> <cfg>: any registered trainer (--trainer)
 
 
 @dataclass(frozen=True)
@@ -41,15 +48,26 @@ class Job:
     script: str
     output: str
     data: Optional[str]
+    trainer: str = ""  # --method trainer: the Dassl trainer name
+    imports: str = ""  # IMPORT for the script (train.py --import), space-separated; "" = leave the environment's
+
+    @property
+    def trainer_name(self) -> str:
+        return self.trainer if self.method == GENERIC else runs_mod.METHOD_TRAINERS[self.method]
 
     @property
     def seed_dir(self) -> Path:
-        trainer = runs_mod.METHOD_TRAINERS[self.method]
-        name = runs_mod.method_run_name(self.method, self.cfg, self.shots, self.opts)
-        return Path(self.output) / self.dataset / trainer / name / f"seed{self.seed}"
+        if self.method == GENERIC:
+            name = runs_mod.run_name(self.cfg, self.shots)
+        else:
+            name = runs_mod.method_run_name(self.method, self.cfg, self.shots, self.opts)
+        return Path(self.output) / self.dataset / self.trainer_name / name / f"seed{self.seed}"
 
     @property
     def argv(self) -> List[str]:
+        if self.method == GENERIC:
+            shots = [] if self.shots is None else ["DATASET.NUM_SHOTS", str(self.shots)]
+            return ["bash", self.script, self.trainer, self.dataset, self.cfg] + shots + list(self.opts)
         return ["bash", self.script, self.dataset, self.cfg] + ([] if self.shots is None else [str(self.shots)]) \
             + list(self.opts)
 
@@ -58,11 +76,14 @@ class Job:
         env = {"SEEDS": str(self.seed), "OUTPUT": self.output}
         if self.data is not None:
             env["DATA"] = self.data
+        if self.imports:
+            env["IMPORT"] = self.imports
         return env
 
     def describe(self) -> str:
         shots = "" if self.shots is None else f" {self.shots}-shot"
-        return f"{self.method} {self.dataset} {self.cfg}{shots} seed{self.seed}"
+        method = f"{self.method} {self.trainer}" if self.method == GENERIC else self.method
+        return f"{method} {self.dataset} {self.cfg}{shots} seed{self.seed}"
 
     def command_line(self) -> str:
         return " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items()) + " " + shlex.join(self.argv)
@@ -85,24 +106,29 @@ def _csv_list(text: str, kind=str) -> list:
 
 def plan(method: str, datasets: Sequence[str], cfgs: Sequence[str], seeds: Sequence[int],
          shots: Optional[Sequence[int]] = None, opts: Sequence[str] = (), scripts_dir=None, output=None,
-         data=None) -> List[Job]:
+         data=None, trainer: str = "", imports: Sequence[str] = ()) -> List[Job]:
     """Every (dataset, cfg, shots, seed) job, in that nesting order."""
-    if method not in runs_mod.METHOD_TRAINERS:
-        raise ValueError(f"unknown method '{method}' (choose from {', '.join(runs_mod.METHOD_TRAINERS)})")
+    if method not in runs_mod.METHOD_TRAINERS and method != GENERIC:
+        raise ValueError(f"unknown method '{method}' (choose from {', '.join(runs_mod.METHOD_TRAINERS)}, {GENERIC})")
+    if (method == GENERIC) != bool(trainer):
+        raise ValueError(f"--trainer NAME goes with --method {GENERIC}, and only with it")
     if method in SHOTS_METHODS and not shots:
         raise ValueError(f"--shots is required for {method} (e.g. --shots 1,2,4,8,16)")
-    if method not in SHOTS_METHODS and shots:
-        raise ValueError(f"--shots is only for {', '.join(SHOTS_METHODS)}, not {method}")
+    if method not in SHOTS_METHODS and method != GENERIC and shots:
+        raise ValueError(f"--shots is only for {', '.join(SHOTS_METHODS)} and {GENERIC}, not {method}")
     if len(opts) % 2:
         raise ValueError(f"extra options must be KEY VALUE pairs, got an odd number: {' '.join(opts)}")
+    if method == GENERIC and shots and "DATASET.NUM_SHOTS" in opts[0::2]:
+        raise ValueError("give the shots with --shots, not as DATASET.NUM_SHOTS (they name the run folder)")
     scripts_dir = Path(scripts_dir or os.environ.get("SWEEP_SCRIPTS_DIR") or REPO / "scripts")
     script = scripts_dir / method / "main.sh"
     if not script.is_file():
         raise ValueError(f"no script {script} (set --scripts-dir or SWEEP_SCRIPTS_DIR)")
+    imports = [os.path.abspath(m) if m.endswith(".py") or os.sep in m else m for m in imports]  # runs cd to REPO
     output = os.path.abspath(output or os.environ.get("OUTPUT") or "./output")
     data = data or os.environ.get("DATA")
     data = os.path.abspath(data) if data else None
-    return [Job(method, ds, cfg, k, int(seed), tuple(opts), str(script), output, data)
+    return [Job(method, ds, cfg, k, int(seed), tuple(opts), str(script), output, data, trainer, " ".join(imports))
             for ds in datasets for cfg in cfgs for k in (shots or [None]) for seed in seeds]
 
 
@@ -223,10 +249,15 @@ def main(argv=None) -> int:
         argv, opts = argv[:i], argv[i + 1:]
     p = argparse.ArgumentParser(prog="python -m tools.sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", required=True, choices=sorted(runs_mod.METHOD_TRAINERS))
+    p.add_argument("--method", required=True, choices=sorted(runs_mod.METHOD_TRAINERS) + [GENERIC])
+    p.add_argument("--trainer", default="", help=f"with --method {GENERIC}: the registered Dassl trainer to run "
+                                                 "(e.g. CoOp)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE_OR_FILE",
+                   help="passed to train.py --import (through IMPORT), e.g. a CoOp checkout's train.py; repeatable")
     p.add_argument("--datasets", required=True, type=_csv_list, help="comma-separated, e.g. cub,dtd")
     p.add_argument("--cfgs", required=True, type=_csv_list, help="comma-separated backbone cfgs, e.g. vit_b16,rn50")
-    p.add_argument("--shots", type=lambda t: _csv_list(t, int), default=None, help="DAC only: e.g. 1,2,4,8,16")
+    p.add_argument("--shots", type=lambda t: _csv_list(t, int), default=None,
+                   help=f"dac and {GENERIC} only: e.g. 1,2,4,8,16")
     p.add_argument("--seeds", type=lambda t: _csv_list(t, int), default=[1, 2, 3], help="default 1,2,3")
     p.add_argument("--dry-run", action="store_true", help="print what would run; run nothing")
     p.add_argument("--scripts-dir", default=None, help="folder with <method>/main.sh (default: env "
@@ -251,7 +282,7 @@ def main(argv=None) -> int:
     args.opts = opts
     try:
         jobs = plan(args.method, args.datasets, args.cfgs, args.seeds, args.shots, opts, args.scripts_dir,
-                    args.output, args.data)
+                    args.output, args.data, args.trainer, args.imports)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
