@@ -102,5 +102,7 @@ class CropTestDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         img = open_image(self.impaths[index])
-        crops, _ = self.crops(img, generator=torch.Generator().manual_seed(self.seed * 2 ** 32 + index))
+        # torch's CPU generator keeps 32 bits of a seed: (seed, index) folded into them
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + index) % 2 ** 32)
+        crops, _ = self.crops(img, generator=generator)
         return {"img": self.transform(img), "crops": crops, "label": self.labels[index], "index": index}
