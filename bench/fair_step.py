@@ -1,4 +1,4 @@
-"""Cost of one FAIR training step vs the bare encoder work it contains (ISSUE 4, item 6).
+"""Cost of one FAIR training step vs the bare encoder work it contains.
 
 FAIR step (clip_adapt/fair/model.py, as the trainer runs it): the weak view and its N crops (ready-made, as the
 data loader delivers them) through the image encoder in one no-grad call, the strong view with gradient, LAS / zero-shot scores,
