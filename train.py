@@ -151,13 +151,14 @@ def main(args):
 
 
 def _input_errors():
-    """Errors about the user's inputs (dataset files, CLIP checkpoint, class descriptions): reported as one message
-    naming the file, without a traceback."""
+    """Errors about the user's inputs (dataset files, CLIP checkpoint, class descriptions, FAIR config values):
+    reported as one message naming the file or key, without a traceback."""
     from clip_adapt.clip_loader import CheckpointError
     from clip_adapt.data.errors import DatasetError
     from clip_adapt.fair.descriptions import DescriptionsError
+    from clip_adapt.fair.model import FAIRConfigError
 
-    return DatasetError, CheckpointError, DescriptionsError
+    return DatasetError, CheckpointError, DescriptionsError, FAIRConfigError
 
 
 def build_parser():

@@ -1,7 +1,7 @@
 """Cost of one FAIR training step vs the bare encoder work it contains.
 
-FAIR step (clip_adapt/fair/model.py, as the trainer runs it): crop sampling and resizing, the weak view and
-its N crops through the image encoder in one no-grad call, the strong view with gradient, LAS / zero-shot scores,
+FAIR step (clip_adapt/fair/model.py, as the trainer runs it): the weak view and its N crops (ready-made, as the
+data loader delivers them) through the image encoder in one no-grad call, the strong view with gradient, LAS / zero-shot scores,
 pseudo-labels and weights, the loss, backward, an AdamW step on the visual norms + CDA, and the logged statistics.
 Bare work: the same N + 2 encoder passes (one no-grad call on B x (N + 1) ready-made images, one call on B images
 with gradient to the norm parameters) plus one backward of a trivial loss -- nothing else.
@@ -9,6 +9,10 @@ with gradient to the norm parameters) plus one backward of a trivial loss -- not
 Real ViT-B/32 and ViT-B/16 image towers (clip.model.VisionTransformer at 224 px, width 768, 12 layers, output 512)
 with random weights, CUB-like C = 200 classes x M = 40 descriptions, batch 8, on the CPU by default. Measurements
 are interleaved (bare, FAIR, bare, FAIR, ...) after one warm-up of each, and the ratio of the medians is printed.
+
+The crops are cut in the data loader's workers from the full-resolution image (crops.RandomSquareCrops), off the
+step: the bench also times that per image (a --image-size photo-sized PIL image -> N crops at 224 px), the work
+each loader worker does per sample on top of the two views.
 
     python -W ignore -m bench.fair_step [--arch vit_b32 vit_b16] [--batch 8] [--repeats 3] [--device cpu]
 """
@@ -18,8 +22,9 @@ import time
 
 import torch
 from clip.model import VisionTransformer
+from PIL import Image
 
-from clip_adapt.fair import ClassDescriptionAnchors, FAIRModel, FAIRSettings
+from clip_adapt.fair import ClassDescriptionAnchors, FAIRModel, FAIRSettings, RandomSquareCrops
 from clip_adapt.optim import build_optimizer
 
 ARCHS = {"vit_b32": 32, "vit_b16": 16}
@@ -49,8 +54,8 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def fair_step(model, optim, weak, strong):
-    loss, out = model.loss(weak, strong)
+def fair_step(model, optim, weak, strong, crops):
+    loss, out = model.loss(weak, strong, crops)
     optim.zero_grad(set_to_none=True)
     loss.backward()
     optim.step()
@@ -80,8 +85,9 @@ def bench(arch, batch, n_crops, classes, descriptions, repeats, device):
     gen = torch.Generator().manual_seed(1)
     weak = torch.randn(batch, 3, 224, 224, generator=gen).to(device)
     strong = torch.randn(batch, 3, 224, 224, generator=gen).to(device)
+    crops = torch.randn(batch, n_crops, 3, 224, 224, generator=gen).to(device)
     weak_and_crops = torch.randn(batch * (n_crops + 1), 3, 224, 224, generator=gen).to(device)
-    fair = lambda: fair_step(model, optim, weak, strong)  # noqa: E731
+    fair = lambda: fair_step(model, optim, weak, strong, crops)  # noqa: E731
     bare = lambda: bare_step(model, weak_and_crops, strong)  # noqa: E731
     timed(bare, device), timed(fair, device)  # warm-up
     t_bare, t_fair = [], []
@@ -91,6 +97,21 @@ def bench(arch, batch, n_crops, classes, descriptions, repeats, device):
         print(f"  {arch} repeat {r + 1}/{repeats}: bare {t_bare[-1]:.3f}s  FAIR {t_fair[-1]:.3f}s", flush=True)
     mb, mf = statistics.median(t_bare), statistics.median(t_fair)
     return mb, mf, mf / mb
+
+
+def loader_crop_time(n_crops, image_size, repeats):
+    """Median seconds to cut N crops (224 px, bicubic, normalised) from one image_size PIL image (a loader worker's
+    extra work per sample)."""
+    w, h = image_size
+    img = Image.frombytes("RGB", (w, h), torch.randint(0, 256, (h, w, 3), dtype=torch.uint8).numpy().tobytes())
+    crops = RandomSquareCrops(n_crops, (0.5, 0.9), (224, 224), "bicubic", (0.48, 0.46, 0.41), (0.27, 0.26, 0.28))
+    crops(img)  # warm-up
+    times = []
+    for _ in range(max(repeats, 3)):
+        t = time.perf_counter()
+        crops(img)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def main():
@@ -103,6 +124,8 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
+    p.add_argument("--image-size", type=int, nargs=2, default=(500, 375), metavar=("W", "H"),
+                   help="full-resolution image of the loader-side crop timing (default 500 x 375, CUB-like)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -117,6 +140,9 @@ def main():
     print(f"\n{'arch':8s} {'bare (s)':>9s} {'FAIR (s)':>9s} {'ratio':>6s}  (target <= {TARGET})")
     for arch, mb, mf, ratio in rows:
         print(f"{arch:8s} {mb:9.3f} {mf:9.3f} {ratio:6.3f}  {'OK' if ratio <= TARGET else 'ABOVE TARGET'}")
+    t = loader_crop_time(n, tuple(args.image_size), args.repeats)
+    print(f"\nloader side (off the step, in the workers): {n} crops of one {args.image_size[0]}x{args.image_size[1]} "
+          f"image -> {t * 1000:.1f} ms per sample, {t * args.batch:.3f} s per batch of {args.batch} on one worker")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def _declared():
     cfg.TRAINER.FAIR.DESCRIPTIONS = ""  # JSON file {"class": ["sentence", ...]}; "" = per-dataset default
     cfg.TRAINER.FAIR.DESCRIPTIONS_URL = ""  # CuPL-format URL (downloaded once, sha256-checked, cached)
     cfg.TRAINER.FAIR.DESCRIPTIONS_SHA256 = ""
-    cfg.TRAINER.FAIR.DESCRIPTIONS_FALLBACK = "template"  # template | error: when no description file is found
+    cfg.TRAINER.FAIR.DESCRIPTIONS_FALLBACK = "error"  # no description file found: error (listing the classes) | template
     cfg.TRAINER.FAIR.MAX_DESCRIPTIONS = 50  # M: at most this many descriptions per class (pad/mask the rest)
     cfg.TRAINER.FAIR.TEMPLATES = "ensemble"  # prompts for the zero-shot (class-name) classifier
     cfg.TRAINER.FAIR.N_CROPS = 8  # N random square crops per image

@@ -17,11 +17,10 @@ import torch.nn.functional as F
 from clip_adapt.cache import FeatureCache
 from clip_adapt.clip_loader import build_tiny_clip
 from clip_adapt.fair import (ClassDescriptionAnchors, DescriptionsError, DistributionAlignment, FAIRModel,
-                                      FAIRSettings, TwoViewDataset, ambiguity_weight, crop_and_resize, crop_weights,
+                                      FAIRSettings, TwoViewDataset, ambiguity_weight, crop_weights,
                                       description_embeddings, fair_loss, fairness_term, get_descriptions,
                                       margin_factor, match_descriptions, normalize_classname, pseudo_labels,
-                                      random_square_crops, sample_crop_boxes, strong_transform, wca_scores,
-                                      weak_transform)
+                                      sample_image_boxes, strong_transform, wca_scores, weak_transform)
 from clip_adapt.fair import descriptions as desc_mod
 from clip_adapt.optim import build_optimizer
 from clip_adapt.text import class_embeddings
@@ -49,18 +48,23 @@ def _images(n=4, seed=0):
     return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
+def _crops(n=4, n_crops=8, seed=100):
+    """B x N x C x H x W crops as the data loader delivers them (their content does not matter here)."""
+    return torch.randn(n, n_crops, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
 # ---- Expected behaviour 1: LAS at init equals the closed-form WCA score, computed independently here ----------
 def test_las_at_init_equals_independently_computed_wca():
     settings = FAIRSettings(n_crops=5, topk_crops=3, tau_v=2.0)
     model, clip_model, name_emb, desc_emb, mask = _build(settings=settings)
-    images = _images(2)
-    _, _, las_logits, _ = model.teacher(images, generator=torch.Generator().manual_seed(7))
+    images, crops = _images(2), _crops(2, 5, seed=7)
+    _, _, las_logits, _ = model.teacher(images, crops)
 
-    # the same crops (same generator), encoded one by one, scored with plain Python loops
-    crops = random_square_crops(images, 5, settings.crop_scale, torch.Generator().manual_seed(7))
+    # the same crops, encoded one by one, scored with plain Python loops
     with torch.no_grad():
         g = F.normalize(clip_model.encode_image(images).float(), dim=-1)
-        f = F.normalize(torch.stack([clip_model.encode_image(c[None])[0] for c in crops]).float(), dim=-1)
+        f = F.normalize(torch.stack([clip_model.encode_image(c[None])[0] for c in crops.flatten(0, 1)]).float(),
+                        dim=-1)
     f = f.view(2, 5, -1)
     t = F.normalize(desc_emb, dim=-1)
     tn = F.normalize(name_emb, dim=-1)
@@ -95,11 +99,10 @@ def test_las_reduces_to_zero_shot_with_identical_crops_and_one_description_per_c
     # one "description" per class: the class-name prompt itself
     desc_emb, mask = description_embeddings(clip_model, [[f"a photo of a {c}."] for c in CLASSES])
     cda = ClassDescriptionAnchors(desc_emb, mask, name_emb, TAU_T)
-    # crop side 1.0 x the short edge of a square image: every crop IS the global view
     model = FAIRModel(clip_model.visual, name_emb, cda, clip_model.logit_scale.exp(),
                       FAIRSettings(crop_scale=(1.0, 1.0), n_crops=4, topk_crops=2))
     images = _images(5)
-    _, zs, las, w = model.teacher(images)
+    _, zs, las, w = model.teacher(images, images.unsqueeze(1).expand(-1, 4, -1, -1, -1))  # every crop IS the view
     with torch.no_grad():
         g = F.normalize(clip_model.encode_image(images).float(), dim=-1)
         zero_shot = clip_model.logit_scale.exp() * g @ name_emb.t()
@@ -163,7 +166,7 @@ def test_training_step_changes_only_norm_parameters_and_cda(arch):
     opt = build_optimizer(model.param_groups(0.1), optim_cfg)
     model.train()
     assert not model.visual.training  # BatchNorm statistics stay frozen
-    loss, _ = model.loss(_images(4), _images(4, seed=1))
+    loss, _ = model.loss(_images(4), _images(4, seed=1), _crops(4, 8))
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -195,27 +198,17 @@ def test_weight_decay_only_on_anchors_and_trainable_classifier():
     assert all(p.ndim == 1 for p in no_decay["params"])
 
 
-# ---- parts: crops ---------------------------------------------------------------------------------------------
+# ---- parts: crops (cut from the full-resolution image: tests/test_fair_crops.py) --------------------------------
 def test_crop_boxes_lie_inside_the_image_with_sides_in_range():
-    boxes = sample_crop_boxes(64, 8, 30, 40, scale=(0.5, 0.9), generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    boxes = torch.stack([sample_image_boxes(40, 30, 8, scale=(0.5, 0.9), generator=gen) for _ in range(64)])
     side, x0, y0 = boxes.unbind(-1)
-    assert boxes.shape == (64, 8, 3)
-    assert side.min() >= 0.5 * 30 - 1e-4 and side.max() <= 0.9 * 30 + 1e-4
-    assert x0.min() >= 0 and (x0 + side).max() <= 40 + 1e-4
-    assert y0.min() >= 0 and (y0 + side).max() <= 30 + 1e-4
+    assert boxes.shape == (64, 8, 3) and boxes.dtype == torch.int64
+    assert side.min() >= round(0.5 * 30) and side.max() <= round(0.9 * 30)
+    assert x0.min() >= 0 and (x0 + side).max() <= 40 and x0.max() > 40 - 30  # anywhere along the long edge
+    assert y0.min() >= 0 and (y0 + side).max() <= 30
     with pytest.raises(ValueError, match="CROP_SCALE"):
-        sample_crop_boxes(1, 1, 8, 8, scale=(0.0, 0.5))
-
-
-def test_crop_and_resize_cuts_the_right_pixels():
-    images = torch.randn(2, 3, 32, 32)
-    boxes = torch.tensor([[[16.0, 5.0, 3.0], [8.0, 0.0, 24.0]], [[32.0, 0.0, 0.0], [10.0, 7.0, 9.0]]])
-    crops = crop_and_resize(images, boxes, out_size=(16, 16)).view(2, 2, 3, 16, 16)
-    torch.testing.assert_close(crops[0, 0], images[0, :, 3:19, 5:21])  # same size: exact pixels
-    torch.testing.assert_close(crops[1, 0], F.interpolate(images[1:2], size=16, mode="bilinear",
-                                                          align_corners=False)[0])  # whole image
-    up = F.interpolate(images[0:1, :, 24:32, 0:8], size=16, mode="bilinear", align_corners=False)[0]
-    torch.testing.assert_close(crops[0, 1, :, 1:-1, 1:-1], up[:, 1:-1, 1:-1])  # interior of an upsampled crop
+        sample_image_boxes(8, 8, 1, scale=(0.0, 0.5))
 
 
 def test_all_crops_go_through_the_encoder_in_one_call():
@@ -223,7 +216,7 @@ def test_all_crops_go_through_the_encoder_in_one_call():
     calls = []
     original = model.visual.forward
     model.visual.forward = lambda x: (calls.append(x.shape[0]), original(x))[1]
-    model.loss(_images(4), _images(4, seed=1))
+    model.loss(_images(4), _images(4, seed=1), _crops(4, 6))
     assert calls == [4 * (6 + 1), 4]  # teacher: global + 6 crops per image in one call; student: strong view
 
 
@@ -299,25 +292,25 @@ def test_fairness_term_is_zero_when_balanced_and_grows_with_collapse():
 def test_distribution_alignment_in_the_teacher_updates_its_running_mean():
     model, *_ = _build(settings=FAIRSettings(dist_align=True, dist_align_momentum=0.5))
     before = model.dist_align.mean.clone()
-    model.teacher(_images(4))
+    model.teacher(_images(4), _crops(4, 8))
     assert not torch.allclose(model.dist_align.mean, before)
     torch.testing.assert_close(model.dist_align.mean.sum(), torch.tensor(1.0))
 
 
-def test_inference_with_test_crops_is_reproducible_with_a_generator():
-    model, *_ = _build(settings=FAIRSettings(test_crops=True, n_crops=3))
-    x = _images(2)
+def test_inference_uses_the_given_crops_and_without_them_the_view_alone():
+    model, *_ = _build(settings=FAIRSettings(n_crops=3, topk_crops=3))
+    x, crops = _images(2), _crops(2, 3)
     with torch.no_grad():
-        a = model(x, generator=torch.Generator().manual_seed(0))
-        b = model(x, generator=torch.Generator().manual_seed(0))
-        plain = model.student_logits(x)
+        a, b, plain = model(x, crops), model(x, crops.clone()), model(x)
+        only_view = model(x, x.unsqueeze(1))  # the view as its only crop: the same as no crops
     torch.testing.assert_close(a, b)
     assert a.shape == (2, 3) and not torch.allclose(a, plain)
+    torch.testing.assert_close(only_view, plain)
 
 
 def test_step_statistics_are_fractions():
     model, *_ = _build()
-    _, out = model.loss(_images(4), _images(4, seed=2))
+    _, out = model.loss(_images(4), _images(4, seed=2), _crops(4, 8))
     stats = model.step_statistics(out)
     assert set(stats) == {"weight", "ambiguous", "agree"}
     assert all(0.0 <= v <= 1.0 for v in stats.values())
@@ -358,10 +351,11 @@ def test_descriptions_from_file_and_folder(tmp_path):
     data = {"Cat": ["c1"], "DOG": ["d1", "d2"], "bird": ["b1"]}
     (tmp_path / "mine.json").write_text(json.dumps(data))
     out, source = get_descriptions(CLASSES, "whatever", path=str(tmp_path / "mine.json"))
-    assert out == [["c1"], ["d1", "d2"], ["b1"]] and source.endswith("mine.json")
+    assert out == [["c1"], ["d1", "d2"], ["b1"]] and source == {
+        "file": str(tmp_path / "mine.json"), "sha256": hashlib.sha256((tmp_path / "mine.json").read_bytes()).hexdigest()}
     (tmp_path / "pets.json").write_text(json.dumps(data))
     out, source = get_descriptions(CLASSES, "OxfordPets", path=str(tmp_path))
-    assert out[1] == ["d1", "d2"] and source.endswith("pets.json")
+    assert out[1] == ["d1", "d2"] and source["file"].endswith("pets.json")
     with pytest.raises(DescriptionsError, match="TRAINER.FAIR.DESCRIPTIONS: file not found"):
         get_descriptions(CLASSES, "cub", path=str(tmp_path / "absent.json"))
     (tmp_path / "bad.json").write_text(json.dumps({"cat": [1, 2]}))
@@ -369,11 +363,13 @@ def test_descriptions_from_file_and_folder(tmp_path):
         get_descriptions(CLASSES, "cub", path=str(tmp_path / "bad.json"))
 
 
-def test_template_fallback_and_error_when_no_file_is_known():
-    out, source = get_descriptions(CLASSES, "unknown_set", templates=["a photo of a {}.", "art of the {}."])
+def test_template_fallback_only_when_asked_for_and_error_by_default():
+    out, source = get_descriptions(CLASSES, "unknown_set", fallback="template",
+                                   templates=["a photo of a {}.", "art of the {}."])
     assert source == "template" and out[0] == ["a photo of a cat.", "art of the cat."]
-    with pytest.raises(DescriptionsError, match="DESCRIPTIONS_FALLBACK"):
-        get_descriptions(CLASSES, "unknown_set", fallback="error")
+    with pytest.raises(DescriptionsError, match="DESCRIPTIONS_FALLBACK template") as e:
+        get_descriptions(CLASSES, "unknown_set", templates=["a photo of a {}."])  # the default is "error"
+    assert "'cat', 'dog', 'bird'" in str(e.value) and "TRAINER.FAIR.DESCRIPTIONS" in str(e.value)
 
 
 class _FakeResponse(io.BytesIO):
@@ -397,6 +393,7 @@ def test_url_download_is_checksum_verified_and_cached(tmp_path, monkeypatch):
     kw = dict(url="https://example.org/d.json", cache_dir=tmp_path)
     out, source = get_descriptions(CLASSES, "x", sha256=digest, **kw)
     assert out == [["c"], ["d"], ["b"]] and calls == ["https://example.org/d.json"]
+    assert source == {"file": str(tmp_path / f"{digest}.json"), "sha256": digest, "url": "https://example.org/d.json"}
     get_descriptions(CLASSES, "x", sha256=digest, download=False, **kw)  # from the cache, no download
     assert len(calls) == 1
     with pytest.raises(DescriptionsError, match="sha256 mismatch"):
@@ -413,10 +410,10 @@ def test_dataset_default_url_is_used_and_offline_failure_falls_back(tmp_path, mo
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.warns(UserWarning, match="template"):
-        out, source = get_descriptions(CLASSES, "CUB", cache_dir=tmp_path, templates=["a {}."])
+        out, source = get_descriptions(CLASSES, "CUB", cache_dir=tmp_path, templates=["a {}."], fallback="template")
     assert source == "template" and seen and seen[0].endswith("/cub.json")
-    with pytest.raises(DescriptionsError, match="offline"):
-        get_descriptions(CLASSES, "CUB", cache_dir=tmp_path, fallback="error")
+    with pytest.raises(DescriptionsError, match="offline.*TRAINER.FAIR.DESCRIPTIONS /path/to/file.json"):
+        get_descriptions(CLASSES, "CUB", cache_dir=tmp_path)
 
 
 @pytest.mark.skipif(not SHARED_DESCRIPTIONS.is_dir(), reason=f"reference descriptions absent ({SHARED_DESCRIPTIONS})")
@@ -426,7 +423,8 @@ def test_reference_description_files_cover_their_datasets_with_folder_style_name
         names = [c.replace(" ", "_") for c in classes[key]]  # folder-style names
         out, source = get_descriptions(names, short, path=str(SHARED_DESCRIPTIONS))
         assert len(out) == len(names) and all(out)
-        fname, digest = desc_mod.DEFAULT_SOURCES[short]
+        fname, digest, url = desc_mod.DEFAULT_SOURCES[short]
+        assert url.endswith("/" + fname) and source["sha256"] == digest
         assert hashlib.sha256((SHARED_DESCRIPTIONS / fname).read_bytes()).hexdigest() == digest
 
 
@@ -470,7 +468,7 @@ def _step(model, seed):
     optim_cfg = type("O", (), dict(NAME="adamw", LR=5e-2, WEIGHT_DECAY=0.0, MOMENTUM=0.9, ADAM_BETA1=0.9,
                                    ADAM_BETA2=0.999))()
     opt = build_optimizer(model.param_groups(0.0), optim_cfg)
-    loss, _ = model.loss(_images(4, seed), _images(4, seed + 1), generator=torch.Generator().manual_seed(seed))
+    loss, _ = model.loss(_images(4, seed), _images(4, seed + 1), _crops(4, 3, seed))
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -487,7 +485,7 @@ def test_ema_teacher_labels_with_the_averaged_weights_and_gives_the_student_its_
     for n in start:  # EMA <- m * EMA + (1 - m) * current, the EMA starting from the initial weights
         assert torch.allclose(model.teacher_state[n], m * start[n] + (1 - m) * after[n], atol=1e-6)
     x = _images(4, seed=7)
-    pl, zs, _, _ = model.teacher(x, generator=torch.Generator().manual_seed(3))
+    pl, zs, _, _ = model.teacher(x, _crops(4, 3, seed=3))
     # the student's weights are back, bit-identical, after the teacher pass
     assert all(torch.equal(p, after[n]) for n, p in model.named_parameters() if p.requires_grad)
     # the same pass on a copy that holds the EMA weights as its own gives the same logits
@@ -496,12 +494,12 @@ def test_ema_teacher_labels_with_the_averaged_weights_and_gives_the_student_its_
         for n, p in twin.named_parameters():
             if n in model.teacher_state:
                 p.copy_(model.teacher_state[n])
-    pl_twin, zs_twin, _, _ = twin.teacher(x, generator=torch.Generator().manual_seed(3))
+    pl_twin, zs_twin, _, _ = twin.teacher(x, _crops(4, 3, seed=3))
     assert torch.allclose(zs, zs_twin, atol=1e-5) and torch.equal(pl.labels, pl_twin.labels)
     # and differs from the current weights' pass
     current, *_ = _build(settings=FAIRSettings(n_crops=3, topk_crops=2))
     current.load_state_dict(model.state_dict())
-    _, zs_current, _, _ = current.teacher(x, generator=torch.Generator().manual_seed(3))
+    _, zs_current, _, _ = current.teacher(x, _crops(4, 3, seed=3))
     assert not torch.allclose(zs, zs_current, atol=1e-5)
 
 

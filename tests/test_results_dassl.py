@@ -34,7 +34,7 @@ def test_sweep_then_results_prints_leaderboard_and_writes_png(script_env, tiny_c
     fair = _run("tools.sweep", env, "--method", "fair", "--datasets", name, "--cfgs", "vit_b16", "--seeds", "1",
                 "--", *opts, "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "OPTIM.MAX_EPOCH", "1",
                 "TRAINER.FAIR.N_CROPS", "2", "TRAINER.FAIR.TOPK_CROPS", "2",
-                "TRAINER.FAIR.DESCRIPTIONS_DOWNLOAD", "False")
+                "TRAINER.FAIR.DESCRIPTIONS_DOWNLOAD", "False", "TRAINER.FAIR.DESCRIPTIONS_FALLBACK", "template")
     assert fair.returncode == 0, fair.stdout[-3000:] + fair.stderr[-3000:]
     again = _run("tools.sweep", env, "--method", "zsclip", "--datasets", name, "--cfgs", "vit_b16", "--seeds", "1,2",
                  "--", *opts)
@@ -50,6 +50,8 @@ def test_sweep_then_results_prints_leaderboard_and_writes_png(script_env, tiny_c
     assert "| ZSCLIP" in board and "| FAIR" in board  # our rows
     assert "Some method" in board and "Test paper Table 1" in board and "testproto" in board  # published row
     assert "(Δ " in board  # FAIR vs our zero-shot row
+    fair_row = next(line for line in board.splitlines() if line.startswith("| FAIR"))
+    assert "vit_b16_templatedesc" in fair_row  # offline: template descriptions, asked for and named
     zs_row = next(line for line in board.splitlines() if line.startswith("| ZSCLIP"))
     assert " ± " in zs_row  # two seeds -> mean ± std
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -37,7 +37,7 @@ SEED_DIR_RE = re.compile(r"^seed(\d+)$")
 SHOTS_RE = re.compile(r"^(?P<cfg>.+)_(?P<shots>\d+)shots$")
 # run-name suffixes that mark a different adaptation protocol (scripts/fair/main.sh, scripts/reclip/main.sh): they
 # stay part of the run's cfg (the two protocols never mix) and are stripped only to find the zero-shot reference
-VARIANT_SUFFIXES = ("_transductive", "_inductive")
+VARIANT_SUFFIXES = ("_transductive", "_inductive", "_templatedesc")
 # the script name of each method and the Dassl trainer it runs (scripts/<method>/main.sh)
 METHOD_TRAINERS = {"zsclip": "ZSCLIP", "fair": "FAIR", "reclip": "ReCLIP", "dac": "DAC"}
 ZERO_SHOT_TRAINER = "ZSCLIP"
@@ -115,21 +115,28 @@ def base_cfg(cfg: str) -> str:
     DAC's OOD runs (scripts/dac/ood.sh) 'rn50_from_imagenet' -> 'rn50'."""
     if "_from_" in cfg and not cfg.startswith("_from_"):
         return cfg.split("_from_", 1)[0]
-    for suffix in VARIANT_SUFFIXES:
-        if cfg.endswith(suffix) and len(cfg) > len(suffix):
-            return cfg[: -len(suffix)]
+    stripped = True
+    while stripped:  # FAIR's suffixes combine: 'vit_b16_transductive_templatedesc' -> 'vit_b16'
+        stripped = False
+        for suffix in VARIANT_SUFFIXES:
+            if cfg.endswith(suffix) and len(cfg) > len(suffix):
+                cfg, stripped = cfg[: -len(suffix)], True
     return cfg
 
 
 def method_run_name(method: str, cfg: str, shots: Optional[int] = None, opts=()) -> str:
     """The run folder name scripts/<method>/main.sh writes to, given its extra KEY VALUE opts (mirrors the scripts):
-    FAIR with `DATASET.ADAPT_SPLIT test` -> `<cfg>_transductive`; ReCLIP with `DATASET.ADAPT_SPLIT train` ->
-    `<cfg>_inductive`; DAC -> `<cfg>_<K>shots`."""
+    FAIR with `DATASET.ADAPT_SPLIT test` -> `<cfg>_transductive`, with `TRAINER.FAIR.DESCRIPTIONS_FALLBACK template`
+    -> `<cfg>[_transductive]_templatedesc`; ReCLIP with `DATASET.ADAPT_SPLIT train` -> `<cfg>_inductive`; DAC ->
+    `<cfg>_<K>shots`."""
     opts = list(opts)
     pairs = dict(zip(opts[0::2], opts[1::2]))
     split = pairs.get("DATASET.ADAPT_SPLIT")
-    if method == "fair" and split == "test":
-        cfg = cfg + "_transductive"
+    if method == "fair":
+        if split == "test":
+            cfg = cfg + "_transductive"
+        if pairs.get("TRAINER.FAIR.DESCRIPTIONS_FALLBACK") == "template":
+            cfg = cfg + "_templatedesc"
     elif method == "reclip" and split == "train":
         cfg = cfg + "_inductive"
     return run_name(cfg, shots)

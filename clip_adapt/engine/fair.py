@@ -14,7 +14,10 @@ and never reach a loss.
 Choices where the spec is silent (docs/FAIR.md):
 - DATASET.ADAPT_SPLIT: "train" (default, the spec's setting) or "test" (transductive; runs go to
   <cfg>_transductive).
-- Crops are cut from the weak view's preprocessed tensor (the centre-cropped image at the input size).
+- Crops are cut from the full-resolution image in the loader's workers (crops.RandomSquareCrops, as WCA does), and
+  only the input-size crops reach the device. With TEST_CROPS the test loader yields them too (CropTestDataset).
+- Class descriptions must be found (DESCRIPTIONS_FALLBACK "error"); template sentences only when asked for
+  ("template"; scripts/fair/main.sh then names the run <cfg>_templatedesc); results.json records the source.
 - The student's LAS on the strong view uses its global feature as the only "crop" (as at inference without
   TEST_CROPS), so a step costs N + 2 encoder passes and one backward.
 - Zero-shot scores (teacher and student) use the current encoder with the class-name template-ensemble
@@ -29,10 +32,11 @@ from dassl.engine import TRAINER_REGISTRY
 from torch.utils.data import DataLoader
 
 from clip_adapt.engine.base import CLIPAdaptTrainer, default_feature_cache_dir
-from clip_adapt.fair import (ClassDescriptionAnchors, FAIRModel, FAIRSettings, TwoViewDataset, description_embeddings,
-                              get_descriptions, strong_transform, weak_transform)
-from clip_adapt.fair.descriptions import FALLBACKS
-from clip_adapt.fair.pseudo_labels import MARGIN_MODES
+from clip_adapt.fair import (ClassDescriptionAnchors, CropTestDataset, FAIRConfigError, FAIRModel, FAIRSettings,
+                              RandomSquareCrops, TwoViewDataset, description_embeddings, get_descriptions,
+                              strong_transform, weak_transform)
+from clip_adapt.fair.crops import PIL_INTERPOLATION
+from clip_adapt.fair.descriptions import FALLBACKS, source_label
 from clip_adapt.fair.views import STRONG_AUGS
 from clip_adapt.prompts import get_templates
 from clip_adapt.text import class_embeddings
@@ -47,16 +51,26 @@ class FAIR(CLIPAdaptTrainer):
 
     # ---- config / data --------------------------------------------------------------------------------------
     def check_cfg(self, cfg):
+        """Every FAIR value is checked here, before data or CLIP are loaded: FAIRConfigError naming the key."""
         fc = cfg.TRAINER.FAIR
         split = cfg.DATASET.ADAPT_SPLIT or DEFAULT_ADAPT_SPLIT
-        checks = [("DATASET.ADAPT_SPLIT", split, ADAPT_SPLITS), ("TRAINER.FAIR.MARGIN", fc.MARGIN, MARGIN_MODES),
+        checks = [("DATASET.ADAPT_SPLIT", split, ADAPT_SPLITS),
                   ("TRAINER.FAIR.STRONG_AUG", fc.STRONG_AUG, STRONG_AUGS),
-                  ("TRAINER.FAIR.DESCRIPTIONS_FALLBACK", fc.DESCRIPTIONS_FALLBACK, FALLBACKS)]
+                  ("TRAINER.FAIR.DESCRIPTIONS_FALLBACK", fc.DESCRIPTIONS_FALLBACK, FALLBACKS),
+                  ("INPUT.INTERPOLATION", cfg.INPUT.INTERPOLATION, tuple(PIL_INTERPOLATION))]
         for key, value, allowed in checks:
             if value not in allowed:
-                raise ValueError(f"{key} must be one of {allowed} for FAIR, got {value!r}")
-        if not 0 < fc.TOPK_CROPS <= fc.N_CROPS:
-            raise ValueError(f"TRAINER.FAIR.TOPK_CROPS must be in 1..N_CROPS ({fc.N_CROPS}), got {fc.TOPK_CROPS}")
+                raise FAIRConfigError(f"{key} must be one of {allowed} for FAIR, got {value!r}")
+        FAIRSettings.from_cfg(fc).validate()  # N_CROPS, TOPK_CROPS, CROP_SCALE, MARGIN, GAMMA, ... (named there)
+        for key, low in (("MAX_DESCRIPTIONS", 1), ("RANDAUGMENT_N", 0), ("RANDAUGMENT_M", 0)):
+            if not isinstance(fc[key], int) or fc[key] < low:
+                raise FAIRConfigError(f"TRAINER.FAIR.{key} must be an integer >= {low}, got {fc[key]!r}")
+        if not fc.TAU_T > 0:
+            raise FAIRConfigError(f"TRAINER.FAIR.TAU_T must be > 0, got {fc.TAU_T!r}")
+        a, b = (tuple(fc.STRONG_CROP_SCALE) + (None, None))[:2]
+        if not (isinstance(a, (int, float)) and isinstance(b, (int, float)) and 0 < a <= b <= 1):
+            raise FAIRConfigError(f"TRAINER.FAIR.STRONG_CROP_SCALE must be (a, b) with 0 < a <= b <= 1, got "
+                                  f"{tuple(fc.STRONG_CROP_SCALE)}")
 
     @property
     def adapt_split(self):
@@ -72,13 +86,35 @@ class FAIR(CLIPAdaptTrainer):
         weak = weak_transform(inp.SIZE, inp.INTERPOLATION, inp.PIXEL_MEAN, inp.PIXEL_STD)
         strong = strong_transform(inp.SIZE, inp.INTERPOLATION, inp.PIXEL_MEAN, inp.PIXEL_STD, fc.STRONG_AUG,
                                   fc.RANDAUGMENT_N, fc.RANDAUGMENT_M, fc.STRONG_CROP_SCALE)
-        views = TwoViewDataset([d.impath for d in self.adapt_source], weak, strong)
+        crops = self.crop_transform()
+        views = TwoViewDataset([d.impath for d in self.adapt_source], weak, strong, crops)
         batch_size = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
         self.train_loader_x = DataLoader(views, batch_size=batch_size, shuffle=True,
                                          num_workers=cfg.DATALOADER.NUM_WORKERS, drop_last=len(views) > batch_size,
                                          pin_memory=torch.cuda.is_available() and cfg.USE_CUDA)
         print(f"FAIR adapts on the unlabelled {self.adapt_split} split ({len(views)} images, "
-              f"{'inductive' if self.adapt_split == 'train' else 'transductive'}); strong view: {fc.STRONG_AUG}")
+              f"{'inductive' if self.adapt_split == 'train' else 'transductive'}); strong view: {fc.STRONG_AUG}; "
+              f"{fc.N_CROPS} crops per image from the full-resolution image")
+        if fc.TEST_CROPS:  # evaluation images with their crops (cut in the workers, seeded per image)
+            self.test_loader = self.crop_test_loader(dataset.test)
+            if self.val_loader is not None:
+                self.val_loader = self.crop_test_loader(dataset.val)
+
+    def crop_transform(self):
+        """N random square crops of the full-resolution image, resized to INPUT.SIZE, normalised like the views."""
+        inp, fc = self.cfg.INPUT, self.cfg.TRAINER.FAIR
+        return RandomSquareCrops(fc.N_CROPS, fc.CROP_SCALE, inp.SIZE, inp.INTERPOLATION, inp.PIXEL_MEAN,
+                                 inp.PIXEL_STD)
+
+    def crop_test_loader(self, data_source):
+        """A test loader whose batches hold "img" (the test view), "crops" and "label" (TRAINER.FAIR.TEST_CROPS)."""
+        cfg, inp = self.cfg, self.cfg.INPUT
+        ds = CropTestDataset([d.impath for d in data_source], [d.label for d in data_source],
+                             weak_transform(inp.SIZE, inp.INTERPOLATION, inp.PIXEL_MEAN, inp.PIXEL_STD),
+                             self.crop_transform(), seed=cfg.SEED)
+        return DataLoader(ds, batch_size=cfg.DATALOADER.TEST.BATCH_SIZE, shuffle=False,
+                          num_workers=cfg.DATALOADER.NUM_WORKERS,
+                          pin_memory=torch.cuda.is_available() and cfg.USE_CUDA)
 
     # ---- model ----------------------------------------------------------------------------------------------
     def build_model(self):
@@ -95,7 +131,7 @@ class FAIR(CLIPAdaptTrainer):
         desc_emb, mask = description_embeddings(clip_model, descriptions, max_per_class=fc.MAX_DESCRIPTIONS,
                                                 cache=self.feature_cache, backbone_id=self.backbone_id)
         counts = mask.sum(1)
-        print(f"FAIR descriptions from {self.descriptions_source}: {int(counts.sum())} sentences, "
+        print(f"FAIR descriptions from {source_label(self.descriptions_source)}: {int(counts.sum())} sentences, "
               f"{int(counts.min())}-{int(counts.max())} per class (M = {mask.shape[1]})")
         cda = ClassDescriptionAnchors(desc_emb, mask, name_emb, fc.TAU_T)
         self.model = FAIRModel(clip_model.visual, name_emb, cda, clip_model.logit_scale.exp().item(),
@@ -108,16 +144,16 @@ class FAIR(CLIPAdaptTrainer):
               + (f" + {self.model.classifier.numel():,} classifier parameters" if fc.TRAIN_CLASSIFIER else ""))
         amp = self.precision == "amp" and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if amp else None
-        self._test_generator = None
         self._reset_epoch_log()
 
     # ---- training step --------------------------------------------------------------------------------------
     def forward_backward(self, batch):
-        """One FAIR step (parts 3-7). The batch holds the two views and the sample indices -- no label."""
+        """One FAIR step (parts 3-7). The batch holds the two views, the crops and the sample indices -- no label."""
         weak = batch["img_weak"].to(self.device, non_blocking=True)
         strong = batch["img_strong"].to(self.device, non_blocking=True)
+        crops = batch["crops"].to(self.device, non_blocking=True)
         with self.autocast():
-            loss, out = self.model.loss(weak, strong)
+            loss, out = self.model.loss(weak, strong, crops)
         self.check_loss(loss)
         optim = self._optims["fair"]
         optim.zero_grad(set_to_none=True)
@@ -182,16 +218,17 @@ class FAIR(CLIPAdaptTrainer):
         super().after_epoch()
 
     # ---- inference ------------------------------------------------------------------------------------------
-    def test(self, split=None):
-        """Crops at test time (TEST_CROPS) come from a generator seeded once per evaluation: reproducible."""
-        self._test_generator = torch.Generator().manual_seed(max(int(self.cfg.SEED), 0))
-        return super().test(split)
+    def parse_batch_test(self, batch):
+        """(view, crops or None), label: crops are in the batch with TEST_CROPS (CropTestDataset)."""
+        crops = batch["crops"].to(self.device) if "crops" in batch else None
+        return (batch["img"].to(self.device), crops), batch["label"].to(self.device)
 
     @torch.no_grad()
-    def model_inference(self, images):
-        """The student's fused score (part 9)."""
+    def model_inference(self, input):
+        """The student's fused score (part 9), over the test crops with TEST_CROPS."""
+        images, crops = input if isinstance(input, tuple) else (input, None)
         with self.autocast():
-            return self.model(images, generator=self._test_generator).float()
+            return self.model(images, crops).float()
 
     # ---- resume / results ---------------------------------------------------------------------------------------
     def extra_state(self):

@@ -1,7 +1,8 @@
 """The FAIR model: a CLIP image encoder with trainable normalisation layers, the CDA, and the frozen class-name
 classifier; the pseudo-labelling teacher pass and the student's fused logits (methods/FAIR.md, parts 3-9).
 
-One training step (`FAIRModel.loss`): the weak view and its N crops go through the encoder in ONE no-grad call
+One training step (`FAIRModel.loss`): the weak view and its N crops (cut from the full-resolution image by the data
+loader, crops.RandomSquareCrops) go through the encoder in ONE no-grad call
 (teacher: zero-shot + LAS -> fused pseudo-labels and ambiguity weights), the strong view goes through it once with
 gradient (student), then the weighted CE + fairness loss. That is N + 2 image-encoder passes and one backward.
 """
@@ -12,9 +13,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .crops import crop_weights, encode_with_crops, random_square_crops
+from .crops import check_crop_scale, crop_weights, encode_with_crops
 from .las import las_scores
-from .pseudo_labels import DistributionAlignment, PseudoLabels, fair_loss, pseudo_labels
+from .pseudo_labels import MARGIN_MODES, DistributionAlignment, PseudoLabels, fair_loss, pseudo_labels
+
+
+class FAIRConfigError(ValueError):
+    """A TRAINER.FAIR value (or another key FAIR reads) is invalid; the message names the key and the value."""
 
 
 @dataclass
@@ -39,6 +44,33 @@ class FAIRSettings:
         """From a yacs node TRAINER.FAIR (keys are the upper-case field names)."""
         return cls(**{f.name: getattr(fair_cfg, f.name.upper()) for f in fields(cls)
                       if f.name.upper() in fair_cfg})
+
+    def validate(self):
+        """FAIRConfigError naming TRAINER.FAIR.<KEY> for the first invalid value; returns self."""
+        def bad(field, value, want):
+            raise FAIRConfigError(f"TRAINER.FAIR.{field.upper()} must be {want}, got {value!r}")
+
+        if not isinstance(self.n_crops, int) or self.n_crops < 1:
+            bad("n_crops", self.n_crops, "an integer >= 1")
+        if not isinstance(self.topk_crops, int) or not 1 <= self.topk_crops <= self.n_crops:
+            bad("topk_crops", self.topk_crops, f"an integer in 1..N_CROPS ({self.n_crops})")
+        try:
+            check_crop_scale(self.crop_scale)
+        except (TypeError, ValueError, IndexError):
+            bad("crop_scale", self.crop_scale, "(a, b) with 0 < a <= b <= 1")
+        if self.margin not in MARGIN_MODES:
+            bad("margin", self.margin, f"one of {MARGIN_MODES}")
+        for name in ("gamma", "student_fusion", "ambiguity_ratio"):
+            if not 0 <= getattr(self, name) <= 1:
+                bad(name, getattr(self, name), "in [0, 1]")
+        for name in ("teacher_ema", "dist_align_momentum"):
+            if not 0 <= getattr(self, name) < 1:
+                bad(name, getattr(self, name), "in [0, 1)")
+        if not self.tau_v > 0:
+            bad("tau_v", self.tau_v, "> 0")
+        if not self.fairness_weight >= 0:
+            bad("fairness_weight", self.fairness_weight, ">= 0")
+        return self
 
 
 def visual_norm_parameters(visual):
@@ -75,10 +107,9 @@ class FAIRModel(nn.Module):
         else:
             self.register_buffer("classifier", name_emb.clone())
         self.register_buffer("logit_scale", torch.as_tensor(float(logit_scale)))
+        self.settings.validate()
         self.dist_align = (DistributionAlignment(cda.num_classes, self.settings.dist_align_momentum)
                            if self.settings.dist_align else None)
-        if not 0 <= self.settings.teacher_ema < 1:
-            raise ValueError(f"TRAINER.FAIR.TEACHER_EMA must be in [0, 1), got {self.settings.teacher_ema}")
         self.teacher_state = None  # EMA of the trainable tensors (TEACHER_EMA > 0), made at the first teacher pass
         self.freeze()
 
@@ -126,12 +157,12 @@ class FAIRModel(nn.Module):
         """s * LAS(x, c) (part 4)."""
         return self.logit_scale * las_scores(crop_feats, weights, self.cda.prototypes())
 
-    def _local_features(self, images, use_crops, generator=None):
-        """(g, crop features, crop weights); without crops the global view is the only 'crop' (weight 1)."""
+    def _local_features(self, images, crops=None):
+        """(g, crop features, crop weights); crops: B x N x C x H x W (from the loader) or None, when the global
+        view is the only 'crop' (weight 1)."""
         s = self.settings
-        if use_crops:
-            crops = random_square_crops(images, s.n_crops, s.crop_scale, generator)
-            g, f = encode_with_crops(self.encode, images, crops)
+        if crops is not None:
+            g, f = encode_with_crops(self.encode, images, crops.to(images.device))
             w, _ = crop_weights(f, g, s.topk_crops, s.tau_v)
             return g, f, w
         g = self.encode(images)
@@ -177,12 +208,13 @@ class FAIRModel(nn.Module):
                     p.data = saved[n]
 
     @torch.no_grad()
-    def teacher(self, weak, generator=None, update_alignment=True):
-        """Pseudo-labels from the weak view and its crops (parts 3-6); no gradient. The weights are the current
-        ones, or their EMA with TRAINER.FAIR.TEACHER_EMA > 0 (a mean-teacher, as in MUST on which FAIR builds)."""
+    def teacher(self, weak, crops, update_alignment=True):
+        """Pseudo-labels from the weak view and its crops (B x N x C x H x W; parts 3-6); no gradient. The weights
+        are the current ones, or their EMA with TRAINER.FAIR.TEACHER_EMA > 0 (a mean-teacher, as in MUST on which
+        FAIR builds)."""
         s = self.settings
         with self._teacher_weights():
-            g, f, w = self._local_features(weak, True, generator)
+            g, f, w = self._local_features(weak, crops)
             zs, las = self.zs_logits(g), self.las_logits(f, w)
         align = None
         if self.dist_align is not None:
@@ -190,19 +222,22 @@ class FAIRModel(nn.Module):
         pl = pseudo_labels(zs, las, s.gamma, s.margin, align)
         return pl, zs, las, w
 
-    def student_logits(self, images, use_crops=False, generator=None):
-        """(1 - b) * zero-shot logits + b * LAS logits of the student (parts 7 and 9), b = STUDENT_FUSION."""
+    def student_logits(self, images, crops=None):
+        """(1 - b) * zero-shot logits + b * LAS logits of the student (parts 7 and 9), b = STUDENT_FUSION; LAS over
+        `crops` when given, else over the view's global feature."""
         b = self.settings.student_fusion
-        g, f, w = self._local_features(images, use_crops, generator)
+        g, f, w = self._local_features(images, crops)
         return (1 - b) * self.zs_logits(g) + b * self.las_logits(f, w)
 
-    def forward(self, images, generator=None):
-        """Inference (part 9): the student's fused score on the given (centre-crop) view, plus crops if set."""
-        return self.student_logits(images, self.settings.test_crops, generator)
+    def forward(self, images, crops=None):
+        """Inference (part 9): the student's fused score on the given (centre-crop) view, plus its crops if given
+        (TRAINER.FAIR.TEST_CROPS: the loader cuts them from the full-resolution image)."""
+        return self.student_logits(images, crops)
 
-    def loss(self, weak, strong, generator=None):
-        """One training step's loss (parts 5-7): teacher on the weak view, student on the strong view."""
-        pl, zs, las, w = self.teacher(weak, generator)
+    def loss(self, weak, strong, crops):
+        """One training step's loss (parts 5-7): teacher on the weak view and its crops, student on the strong
+        view."""
+        pl, zs, las, w = self.teacher(weak, crops)
         logits = self.student_logits(strong)
         loss, parts = fair_loss(logits, pl.labels, pl.weights, self.settings.fairness_weight)
         return loss, StepOutput(pseudo=pl, zs_logits=zs, las_logits=las, crop_weights=w, parts=parts)

@@ -2,11 +2,15 @@
 
 Weak view: CLIP's test preprocessing (resize the short edge, centre crop, normalise) -- the pseudo-labels' input.
 Strong view: random resized crop, horizontal flip and RandAugment(N, M), then normalise -- the student's input.
-`TwoViewDataset` returns {"img_weak", "img_strong", "index"} and nothing else: labels never reach training.
+Crops (part 3): N random squares of the full-resolution image, cut in the same worker (crops.RandomSquareCrops).
+`TwoViewDataset` returns {"img_weak", "img_strong", "crops", "crop_boxes", "index"} and nothing else: labels never
+reach training. `CropTestDataset` gives evaluation images with their crops (TRAINER.FAIR.TEST_CROPS).
 """
 import torch
 from PIL import Image
 from torchvision import transforms as T
+
+from ..data.errors import DatasetError
 
 _INTERPOLATION = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
                   "nearest": T.InterpolationMode.NEAREST}
@@ -40,17 +44,65 @@ def strong_transform(size, interpolation="bicubic", mean=(0.0, 0.0, 0.0), std=(1
                       T.ToTensor(), T.Normalize(mean, std)])
 
 
-class TwoViewDataset(torch.utils.data.Dataset):
-    """Images by path -> {"img_weak", "img_strong", "index"}; it is given paths only, so it cannot leak labels."""
+class ImageReadError(DatasetError):
+    """An image of a FAIR loader cannot be read; the message names its path.
 
-    def __init__(self, impaths, weak, strong):
+    Raised in a DataLoader worker, torch re-raises it in the main process as `ImageReadError(text)`, the text being
+    the worker's whole traceback; the constructor keeps only the original message, so the error stays one line.
+    """
+
+    def __init__(self, message, path=None):
+        marker = f"{type(self).__name__}: "
+        if message.startswith("Caught ") and marker in message:  # re-raised from a worker: drop the traceback
+            message = message.rsplit(marker, 1)[1].strip()
+        super().__init__(message, path)
+
+
+def open_image(path):
+    """The RGB image at `path`; an unreadable file (corrupt, truncated, vanished) is an ImageReadError naming it."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for unreadable files
+        raise ImageReadError(f"unreadable image {path}: {type(e).__name__}: {e}", path) from e
+
+
+class TwoViewDataset(torch.utils.data.Dataset):
+    """Images by path -> {"img_weak", "img_strong", "index"} (+ "crops", "crop_boxes" with a `crops` transform,
+    e.g. RandomSquareCrops: N crops of the full-resolution image, drawn before the two views from torch's RNG,
+    which each DataLoader worker seeds). It is given paths only, so it cannot leak labels."""
+
+    def __init__(self, impaths, weak, strong, crops=None):
         self.impaths = list(impaths)
-        self.weak, self.strong = weak, strong
+        self.weak, self.strong, self.crops = weak, strong, crops
 
     def __len__(self):
         return len(self.impaths)
 
     def __getitem__(self, index):
-        with Image.open(self.impaths[index]) as im:
-            img = im.convert("RGB")
-        return {"img_weak": self.weak(img), "img_strong": self.strong(img), "index": index}
+        img = open_image(self.impaths[index])
+        item = {}
+        if self.crops is not None:
+            item["crops"], item["crop_boxes"] = self.crops(img)
+        item.update({"img_weak": self.weak(img), "img_strong": self.strong(img), "index": index})
+        return item
+
+
+class CropTestDataset(torch.utils.data.Dataset):
+    """Labelled evaluation images -> {"img", "crops", "label", "index"} (TRAINER.FAIR.TEST_CROPS): the test view and
+    N crops of the full-resolution image. The crops of image i come from a generator seeded with (seed, i), so an
+    evaluation is reproducible whatever the order, batching or number of workers."""
+
+    def __init__(self, impaths, labels, transform, crops, seed=0):
+        self.impaths, self.labels = list(impaths), list(labels)
+        self.transform, self.crops, self.seed = transform, crops, max(int(seed), 0)
+
+    def __len__(self):
+        return len(self.impaths)
+
+    def __getitem__(self, index):
+        img = open_image(self.impaths[index])
+        # torch's CPU generator keeps 32 bits of a seed: (seed, index) folded into them
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + index) % 2 ** 32)
+        crops, _ = self.crops(img, generator=generator)
+        return {"img": self.transform(img), "crops": crops, "label": self.labels[index], "index": index}
