@@ -43,9 +43,9 @@ class CountingCLIP:
         model.encode_image = counted
 
 
-def _key(ds, aug_pass=0, backbone="sha-a"):
-    return feature_key(backbone, "toy", "train", ds.impaths, ds.labels.tolist(), "flip+noise", aug_pass=aug_pass,
-                       num_shots=2, fewshot_seed=1)
+def _key(ds, aug_pass=0, backbone="sha-a", precision="fp32", transform="flip+noise"):
+    return feature_key(backbone, "toy", "train", ds.impaths, ds.labels.tolist(), transform, aug_pass=aug_pass,
+                       num_shots=2, fewshot_seed=1, precision=precision)
 
 
 def test_second_run_reuses_the_cache_without_encoder_calls_and_gives_identical_logits(tmp_path):
