@@ -36,10 +36,11 @@ def class_view_batches(labels, n_passes, batch_size, views=2, images_per_class=4
     """One epoch of batches (LongTensors of view rows): every few-shot image once, as `views` distinct passes.
 
     Each class's images are shuffled and cut into groups of `images_per_class` (0: the whole class); the groups of
-    all classes are shuffled and laid end to end; batches take floor(batch_size / views) consecutive images (an image
-    is never split across batches, a group may be), each with `views` distinct passes drawn at random. So a batch
-    holds P classes x (up to) `images_per_class` images x `views` views, and every anchor has a positive (its other
-    views). The number of batches is ceil(N / floor(batch_size / views)) in every epoch.
+    all classes are shuffled and laid end to end, and this sequence is cut into B = ceil(N / floor(batch_size /
+    views)) consecutive slices of equal size (+-1; so no batch is a small remainder; an image is never split across
+    batches, a group may be); each image comes with `views` distinct passes drawn at random. A batch holds
+    P classes x (up to) `images_per_class` images x `views` views (at most batch_size rows), and every anchor has
+    a positive (its other views).
     """
     labels = torch.as_tensor(labels).cpu()
     n = labels.numel()
@@ -56,11 +57,15 @@ def class_view_batches(labels, n_passes, batch_size, views=2, images_per_class=4
     # `views` distinct passes per image: the first `views` of a random permutation of the A passes
     passes = torch.rand(n, n_passes, generator=generator).argsort(1)[:, :views]
     batches = []
-    for start in range(0, n, per_batch):
-        img = images[start:start + per_batch]
+    for img in images.tensor_split(num_class_view_batches(n, batch_size, views)):
         rows = passes[img] * n + img[:, None]  # (images, views)
         batches.append(rows.t().reshape(-1))  # view-major inside a batch
     return batches
+
+
+def num_class_view_batches(n_images, batch_size, views=2):
+    """B = ceil(N / floor(batch_size / views)) batches per epoch (class_views), the same in every epoch."""
+    return max(1, -(-n_images // (batch_size // views)))
 
 
 def epoch_length(n_images, n_passes, epoch_views="one", sampler="random", views=2):

@@ -51,6 +51,8 @@ def search_alpha_beta(text_logits_val, query_val, keys, values, labels_val, alph
         for alpha in alphas.tolist():
             logits = text_logits_val + alpha * image
             correct = int((logits.argmax(1) == labels_val).sum().item())
+            if best_rank is not None and -correct > best_rank[0]:
+                continue  # fewer correct than the best: no tie to break
             ce = F.cross_entropy(logits.double(), labels_val).item()
             rank = (-correct, ce, float(alpha), float(beta))
             if best_rank is None or rank < best_rank:

@@ -30,7 +30,6 @@ Choices where the spec is silent (docs/DAC.md):
   cache model are mapped by class name (a target class absent from training is an error naming it).
 """
 import json
-import math
 import os.path as osp
 import random
 from collections import Counter
@@ -43,6 +42,7 @@ from clip_adapt.engine.base import CLIPAdaptTrainer
 from clip_adapt import checkpoint as ckpt
 from clip_adapt.dac import TIE_RULE, DACHead, cache_logits, cache_values, check_sampler, class_index_map, \
     class_view_batches, epoch_length, flat_view_index, grid, remap_state_dict, search_alpha_beta
+from clip_adapt.dac.sampler import num_class_view_batches
 from clip_adapt.data import catalog
 from clip_adapt.data.errors import DatasetError
 from clip_adapt.data.splits import check_shots, coop_fewshot
@@ -77,7 +77,7 @@ class _ClassViewBatches:
         self.batch_size, self.views, self.images_per_class = batch_size, views, images_per_class
 
     def __len__(self):
-        return math.ceil(len(self.labels) / (self.batch_size // self.views))
+        return num_class_view_batches(len(self.labels), self.batch_size, self.views)
 
     def __iter__(self):
         for rows in class_view_batches(self.labels, self.n_passes, self.batch_size, self.views,
