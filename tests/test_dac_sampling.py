@@ -89,6 +89,8 @@ def test_training_at_one_shot_changes_the_adapter_through_its_loss():
                                         (dict(sampler="class_views", views=1), "TRAINER.DAC.VIEWS"),
                                         (dict(sampler="class_views", views=3, n_passes=2), "TRAINER.DAC.AUG_PASSES"),
                                         (dict(sampler="class_views", views=2, batch_size=1), "TRAINER.DAC.BATCH_SIZE"),
+                                        (dict(sampler="class_views", images_per_class=-1),
+                                         "TRAINER.DAC.IMAGES_PER_CLASS"),
                                         (dict(sampler="random", epoch_views="some"), "TRAINER.DAC.EPOCH_VIEWS")])
 def test_bad_sampler_settings_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):

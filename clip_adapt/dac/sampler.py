@@ -15,7 +15,7 @@ SAMPLERS = ("class_views", "random")
 EPOCH_VIEWS = ("one", "all")
 
 
-def check_sampler(sampler, views=2, n_passes=None, batch_size=None, epoch_views="one"):
+def check_sampler(sampler, views=2, n_passes=None, batch_size=None, epoch_views="one", images_per_class=0):
     """Errors naming the TRAINER.DAC key of a sampler setting that cannot work."""
     if sampler not in SAMPLERS:
         raise ValueError(f"TRAINER.DAC.SAMPLER must be one of {SAMPLERS}, got {sampler!r}")
@@ -28,6 +28,8 @@ def check_sampler(sampler, views=2, n_passes=None, batch_size=None, epoch_views=
     if n_passes is not None and views > n_passes:
         raise ValueError(f"TRAINER.DAC.VIEWS ({views}) must be <= TRAINER.DAC.AUG_PASSES ({n_passes}): the views of "
                          f"an image are distinct cached passes (or use TRAINER.DAC.SAMPLER random)")
+    if images_per_class < 0:
+        raise ValueError(f"TRAINER.DAC.IMAGES_PER_CLASS must be >= 0 (0: all K images of a class), got {images_per_class}")
     if batch_size is not None and batch_size < views:
         raise ValueError(f"TRAINER.DAC.BATCH_SIZE ({batch_size}) must be >= TRAINER.DAC.VIEWS ({views})")
 
@@ -44,16 +46,18 @@ def class_view_batches(labels, n_passes, batch_size, views=2, images_per_class=4
     """
     labels = torch.as_tensor(labels).cpu()
     n = labels.numel()
-    check_sampler("class_views", views, n_passes, batch_size)
-    per_batch = batch_size // views
-    groups = []
-    for c in torch.unique(labels).tolist():
-        idx = torch.nonzero(labels == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=generator)]
-        size = len(idx) if images_per_class < 1 else images_per_class
-        groups.extend(idx.split(size))
-    order = torch.randperm(len(groups), generator=generator).tolist()
-    images = torch.cat([groups[g] for g in order]) if groups else torch.zeros(0, dtype=torch.long)
+    check_sampler("class_views", views, n_passes, batch_size, images_per_class=images_per_class)
+    # images grouped by class, in random order inside each class
+    _, cls = torch.unique(labels, return_inverse=True)
+    perm = torch.randperm(n, generator=generator)
+    perm = perm[torch.argsort(cls[perm], stable=True)]
+    cls_sorted = cls[perm]
+    counts = torch.bincount(cls_sorted)
+    rank = torch.arange(n) - (torch.cumsum(counts, 0) - counts)[cls_sorted]  # position inside its class
+    group = rank // images_per_class if images_per_class >= 1 else torch.zeros_like(rank)
+    _, gid = torch.unique(cls_sorted * (n + 1) + group, return_inverse=True)  # one id per (class, group)
+    group_key = torch.randperm(int(gid.max()) + 1 if n else 0, generator=generator)  # the groups' shuffled order
+    images = perm[torch.argsort(group_key[gid] * (n + 1) + rank)]
     # `views` distinct passes per image: the first `views` of a random permutation of the A passes
     passes = torch.rand(n, n_passes, generator=generator).argsort(1)[:, :views]
     batches = []

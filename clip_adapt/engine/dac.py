@@ -99,7 +99,8 @@ class DAC(CLIPAdaptTrainer):
             raise ValueError(f"TRAINER.DAC.TEXT_MOD must be one of {TEXT_MODES}, got {dc.TEXT_MOD!r}")
         if dc.VAL_SHOTS == 0:
             raise ValueError("TRAINER.DAC.VAL_SHOTS must be >= 1 (or -1 for the whole val split), got 0")
-        check_sampler(dc.SAMPLER, dc.VIEWS, dc.AUG_PASSES, dc.BATCH_SIZE, dc.EPOCH_VIEWS)  # errors name the key
+        check_sampler(dc.SAMPLER, dc.VIEWS, dc.AUG_PASSES, dc.BATCH_SIZE, dc.EPOCH_VIEWS,
+                      dc.IMAGES_PER_CLASS)  # errors name the key
         grid(dc.SEARCH_ALPHA, "TRAINER.DAC.SEARCH_ALPHA")
         grid(dc.SEARCH_BETA, "TRAINER.DAC.SEARCH_BETA")
 
