@@ -47,6 +47,9 @@ def _declared():
     cfg.DATASET.DOWNLOAD = False  # datasets: download what has a stable public URL (checksum-verified)
     cfg.DATASET.ALLOW_MISSING = False  # leave out listed-but-absent images (dead Birdsnap URLs), listed in
     #                                    <dataset>/missing_images.txt; False: such an image is an error
+    cfg.DATASET.SPLIT_CACHE_DIR = ""  # where split / few-shot / missing-image files are written (and read after the
+    #                                   dataset folder); "" = beside the data when writable, else
+    #                                   <TRAINER.FEATURE_CACHE_DIR>/splits/ (a read-only DATA is never written)
 
     # ---- ZSCLIP ------------------------------------------------------------------------------------
     cfg.TRAINER.ZSCLIP = CN()
@@ -101,7 +104,13 @@ def _declared():
     cfg.TRAINER.DAC = CN()
     cfg.TRAINER.DAC.TEMPLATES = "ensemble"  # prompts of the precomputed class text embeddings W
     cfg.TRAINER.DAC.AUG_PASSES = 10  # A augmentation passes of the few-shot set
-    cfg.TRAINER.DAC.EPOCH_VIEWS = "one"  # an epoch: each few-shot image once, as a random one of its A views | all
+    cfg.TRAINER.DAC.SAMPLER = "class_views"  # batches of the contrastive loss: class_views (each image once per epoch as
+    #                                           VIEWS distinct cached passes, whole groups of IMAGES_PER_CLASS images
+    #                                           of a class together: every anchor has a positive, also at K = 1) |
+    #                                           random (shuffled views, EPOCH_VIEWS; anchors may lack a positive)
+    cfg.TRAINER.DAC.VIEWS = 2  # class_views: distinct augmentation passes of each image in its batch (2 <= V <= A)
+    cfg.TRAINER.DAC.IMAGES_PER_CLASS = 4  # class_views: images of one class kept together in a batch (0 = all K)
+    cfg.TRAINER.DAC.EPOCH_VIEWS = "one"  # random sampler: each few-shot image once, as a random one of its A views | all
     cfg.TRAINER.DAC.ADAPTER_RESIDUAL = False  # g(f) = norm(f + s * Lf) instead of norm(Lf)
     cfg.TRAINER.DAC.CONTRAST_TEMP = 0.07  # temperature of the supervised intra-modal contrastive loss
     cfg.TRAINER.DAC.TEXT_MOD = "residual"  # residual (W + gamma*dW) | scale_shift (W*(1+a) + b)

@@ -1,8 +1,11 @@
 """Image features of a whole split through a frozen CLIP image encoder, cached on disk (DESIGN.md, "Performance").
 
-Frozen parts are computed once: a split's features are extracted once per (backbone checkpoint sha256, dataset,
-split, few-shot seed and K, augmentation pass, transform, list of images) and stored in a `FeatureCache`; a later
-run with the same key reads the file and never calls the encoder.
+Frozen parts are computed once: a split's features are extracted once per key and stored in a `FeatureCache`; a
+later run with the same key reads the file and never calls the encoder. The key holds everything that changes a
+feature: the backbone checkpoint's sha256, the precision it runs in, the full description of the transform
+(`describe_transform`: every step with its parameters), the dataset, split, few-shot K and seed, the augmentation
+pass, and the ordered images with their labels and the size and modification time (ns) of each image file, so an
+image replaced in place is a cache miss.
 
 The extraction leaves the global RNG untouched (it runs inside `torch.random.fork_rng`, seeded per pass), so a
 trainer that extracts features before training shuffles the same way whether or not the cache was hit, and a
@@ -11,6 +14,7 @@ resumed run continues exactly.
 import contextlib
 import hashlib
 import json
+import os
 import random
 
 import torch
@@ -19,21 +23,67 @@ from tqdm import tqdm
 from .zeroshot import encode_images
 
 
-def items_digest(impaths, labels):
-    """sha1 of the ordered (image path, label) list: the cache key names the exact images of a split."""
+def describe_transform(transform):
+    """A complete, stable text of a transform: torchvision's repr where a step defines one (it lists the
+    parameters), else the class name with its public attributes (never an object address); Compose, RandomApply
+    and the like are described step by step."""
+    if isinstance(transform, str) or transform is None:
+        return str(transform)
+    steps = getattr(transform, "transforms", None)
+    if isinstance(steps, (list, tuple)):
+        extra = {k: v for k, v in vars(transform).items() if k != "transforms" and not k.startswith("_")}
+        inner = ", ".join(describe_transform(t) for t in steps)
+        return f"{type(transform).__qualname__}([{inner}]{_attrs(extra, lead=True)})"
+    if type(transform).__repr__ is not object.__repr__ and not callable(getattr(transform, "lambd", None)):
+        return repr(transform)
+    attrs = {k: v for k, v in vars(transform).items() if not k.startswith("_")} if hasattr(transform, "__dict__") \
+        else {}
+    return f"{type(transform).__module__}.{type(transform).__qualname__}({_attrs(attrs)})"
+
+
+def _attrs(attrs, lead=False):
+    def text(v):
+        if callable(v) and not isinstance(v, type):
+            return f"{getattr(v, '__module__', '')}.{getattr(v, '__qualname__', type(v).__qualname__)}"
+        return describe_transform(v) if hasattr(v, "transforms") else repr(v)
+
+    body = ", ".join(f"{k}={text(v)}" for k, v in sorted(attrs.items()))
+    return (", " + body if body else "") if lead else body
+
+
+def image_stats(impaths):
+    """(size in bytes, mtime in ns) of each image file ((-1, -1) for a path that is not a file)."""
+    out = []
+    for p in impaths:
+        try:
+            st = os.stat(p)
+            out.append((int(st.st_size), int(st.st_mtime_ns)))
+        except OSError:
+            out.append((-1, -1))
+    return out
+
+
+def items_digest(impaths, labels, stats=None):
+    """sha1 of the ordered (image path, label[, size, mtime_ns]) list: the cache key names the exact images of a
+    split and their content as the file system dates it."""
     h = hashlib.sha1()
-    h.update(json.dumps([[str(p), int(y)] for p, y in zip(impaths, labels)]).encode())
+    rows = [[str(p), int(y)] for p, y in zip(impaths, labels)]
+    if stats is not None:
+        rows = [r + list(st) for r, st in zip(rows, stats)]
+    h.update(json.dumps(rows).encode())
     return h.hexdigest()
 
 
 def feature_key(backbone_id, dataset, split, impaths, labels, transform, aug_pass=0, num_shots=-1,
-                fewshot_seed=-1):
-    """The cache key of one extraction pass (a JSON-able dict)."""
+                fewshot_seed=-1, *, precision):
+    """The cache key of one extraction pass (a JSON-able dict); stats every image (see the module docstring)."""
     if not backbone_id:
         raise ValueError("feature_key: backbone_id (the checkpoint's sha256) is required")
-    return {"kind": "image_features", "backbone": str(backbone_id), "dataset": str(dataset), "split": str(split),
-            "num_shots": int(num_shots), "fewshot_seed": int(fewshot_seed), "aug_pass": int(aug_pass),
-            "transform": str(transform), "n": len(impaths), "items": items_digest(impaths, labels)}
+    impaths = list(impaths)
+    return {"kind": "image_features", "backbone": str(backbone_id), "precision": str(precision),
+            "dataset": str(dataset), "split": str(split), "num_shots": int(num_shots),
+            "fewshot_seed": int(fewshot_seed), "aug_pass": int(aug_pass), "transform": describe_transform(transform),
+            "n": len(impaths), "items": items_digest(impaths, labels, image_stats(impaths))}
 
 
 @torch.no_grad()

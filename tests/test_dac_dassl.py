@@ -276,7 +276,8 @@ def test_eval_on_another_class_set_maps_classes_by_name(build, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("key,value", [("TRAINER.DAC.TEXT_MOD", "bogus"), ("TRAINER.DAC.VAL_SHOTS", "0"),
-                                       ("TRAINER.DAC.AUG_PASSES", "0"), ("TRAINER.DAC.SEARCH_BETA", "(1.0, 0.5, 3)")])
+                                       ("TRAINER.DAC.AUG_PASSES", "0"), ("TRAINER.DAC.SEARCH_BETA", "(1.0, 0.5, 3)"),
+                                       ("TRAINER.DAC.SAMPLER", "bogus"), ("TRAINER.DAC.VIEWS", "3")])
 def test_bad_config_values_name_the_key(build, tmp_path, key, value):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         build(tmp_path / "out", key, value)

@@ -159,28 +159,62 @@ def test_fewshot_is_seeded_and_cached_as_json_with_relative_paths(tmp_path):
     assert load_dataset("dtd", tmp_path, num_shots=2, seed=1).train == d1.train  # from the cache
     d2 = load_dataset("dtd", tmp_path, num_shots=2, seed=2)
     assert d2.train != d1.train
-    big = load_dataset("dtd", tmp_path, num_shots=16, seed=1)
-    assert _per_class(big.train) == {0: 6, 1: 6, 2: 6} and _per_class(big.val) == {0: 4, 1: 4, 2: 4}  # min(K,4)
+    six = load_dataset("dtd", tmp_path, num_shots=6, seed=1)
+    assert _per_class(six.train) == {0: 6, 1: 6, 2: 6} and _per_class(six.val) == {0: 4, 1: 4, 2: 4}  # min(K,4)
     assert d1.test == load_dataset("dtd", tmp_path).test  # test is never subsampled
 
 
+def test_more_shots_than_a_class_has_is_an_error_naming_the_class_and_counts(tmp_path):
+    build_fixture_dataset(tmp_path, "dtd", n_train=6, n_val=5)
+    first = read_split(tmp_path / "dtd" / "split_zhou_DescribableTextures.json")["train"][0]
+    with pytest.raises(DatasetError) as err:
+        load_dataset("dtd", tmp_path, num_shots=7, seed=1)
+    msg = str(err.value)
+    assert f"class {first[2]!r}" in msg and "only 6 train image(s)" in msg and "the 7 requested" in msg
+    assert "DATASET.NUM_SHOTS 7" in msg and "DATASET.NUM_SHOTS <= 6" in msg
+    assert not (tmp_path / "dtd" / "split_fewshot" / "shot_7-seed_1.json").exists()
+
+
 def test_fewshot_cache_is_what_is_used(tmp_path):
-    """The cache is the source of truth once written (a rerun never re-samples)."""
+    """The cache is the source of truth once written (a rerun never re-samples); a file of an older sampling rule
+    (no `fewshot_rule` marker) is not served."""
+    from clip_adapt.data.splits import write_fewshot_json
+
     build_fixture_dataset(tmp_path, "dtd", n_train=6)
     first = load_dataset("dtd", tmp_path, num_shots=1, seed=1)
     cache = tmp_path / "dtd" / "split_fewshot" / "shot_1-seed_1.json"
     split = read_split(cache)
-    split["train"] = split["train"][:1] + [it for it in read_split(tmp_path / "dtd" /
-                                           "split_zhou_DescribableTextures.json")["train"] if it[1] > 0][:2]
-    write_split(cache, split)
+    edited = split["train"][:1] + [it for it in read_split(tmp_path / "dtd" /
+                                   "split_zhou_DescribableTextures.json")["train"] if it[1] > 0][:2]
+    write_fewshot_json(cache, edited, split["val"])
     assert load_dataset("dtd", tmp_path, num_shots=1, seed=1).train != first.train
+    write_split(cache, split | {"train": edited})  # old format: ignored, the picks are drawn again
+    assert load_dataset("dtd", tmp_path, num_shots=1, seed=1).train == first.train
 
 
-def test_fewshot_rule():
+def test_fewshot_rule_is_coops_draw_order():
+    """Classes in order of first appearance, items in list order, one random.sample per class, train then val
+    from one stream seeded with SEED (what Dassl's generate_fewshot_dataset does after CoOp's set_random_seed)."""
+    import random
+
     items = _items(per_class=10)
-    a = fewshot(items, 3, seed=0)
-    assert _per_class(a) == {c: 3 for c in range(4)} and fewshot(list(reversed(items)), 3, seed=0) == a
-    assert fewshot(items, 30, seed=0) == sorted(items)
+    mixed = items[10:] + items[:10]  # class 1 first
+    val = _items(per_class=5)
+    train_a, val_a = fewshot(mixed, val, 3, seed=0)
+    assert _per_class(train_a) == {c: 3 for c in range(4)} and _per_class(val_a) == {c: 3 for c in range(4)}
+    rng = random.Random(0)
+    groups = {}
+    for it in mixed:
+        groups.setdefault(it[1], []).append(it)
+    expected = [x for g in groups.values() for x in rng.sample(g, 3)]
+    vgroups = {}
+    for it in val:
+        vgroups.setdefault(it[1], []).append(it)
+    assert train_a == expected and [it[1] for it in train_a[:3]] == [1, 1, 1]
+    assert val_a == [x for g in vgroups.values() for x in rng.sample(g, 3)]
+    assert fewshot(mixed, val, 3, seed=0) == (train_a, val_a) and fewshot(mixed, val, 3, seed=1) != (train_a, val_a)
+    assert _per_class(fewshot(mixed, val, 8, seed=0)[1]) == {c: 4 for c in range(4)}  # val: min(K, 4)
+    assert _per_class(fewshot(mixed, val[:2] + val[5:], 8, seed=0)[1])[0] == 2  # a short val class keeps all
 
 
 # ---- base / new -----------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from .adapter import IntraModalAdapter, supervised_contrastive_loss
 from .cache_model import cache_keys, cache_logits, cache_values
+from .sampler import epoch_batches
 from .text_modulation import TextModulation
 
 
@@ -98,52 +99,26 @@ def remap_state_dict(state, source_names, target_names):
     return out
 
 
-EPOCH_VIEWS = ("one", "all")
-
-
-def epoch_length(n_images, n_passes, epoch_views="one"):
-    """Samples in one epoch (DAC.md, part 4): N when each few-shot image is seen once per epoch as one of its A
-    cached augmented views ("one", the cached analogue of one augmented pass per epoch in Tip-Adapter-F), A*N when
-    every cached view is seen ("all")."""
-    if epoch_views not in EPOCH_VIEWS:
-        raise ValueError(f"TRAINER.DAC.EPOCH_VIEWS must be one of {EPOCH_VIEWS}, got {epoch_views!r}")
-    return n_images if epoch_views == "one" else n_images * n_passes
-
-
-def flat_view_index(positions, n_images, n_passes, epoch_views="one", generator=None):
-    """Rows of the flattened A*N view table (pass-major: row = a*N + i) for positions of an epoch: "all" -> the
-    positions themselves; "one" -> image i = position, with a pass a drawn uniformly at random per sample."""
-    if epoch_views == "all" or n_passes == 1:
-        return positions
-    passes = torch.randint(n_passes, positions.shape, generator=generator)
-    return passes.to(positions.device) * n_images + positions
-
-
-def view_batches(num_samples, batch_size, generator=None):
-    """Shuffled index batches over the positions of one epoch."""
-    perm = torch.randperm(num_samples, generator=generator)
-    return [perm[i:i + batch_size] for i in range(0, num_samples, batch_size)]
-
-
 def train_on_cache(head, view_features, labels, epochs=20, batch_size=256, lr=1e-3, weight_decay=0.01,
-                   temperature=0.07, min_lr=0.0, generator=None, progress=False, epoch_views="one"):
+                   temperature=0.07, min_lr=0.0, generator=None, progress=False, epoch_views="one",
+                   sampler="class_views", views=2, images_per_class=4):
     """Train both parts of `head` on cached features: AdamW, cosine per epoch (DAC.md, part 4).
 
-    view_features: A x N x D; labels: N. The encoder never runs here. Returns the mean loss of each epoch.
-    (The Dassl trainer runs the same step inside Dassl's loop; this loop serves the bench and the tests.)
+    view_features: A x N x D; labels: N. Batches come from `sampler.epoch_batches` (class_views: every image once
+    per epoch as `views` distinct passes, so every anchor has a positive; random: EPOCH_VIEWS). The encoder never
+    runs here. Returns the mean loss of each epoch. (The Dassl trainer runs the same step and the same batches
+    inside Dassl's loop; this loop serves the bench and the tests.)
     """
     a, n, d = view_features.shape
     flat = view_features.reshape(a * n, d)
     flat_labels = labels.repeat(a)
-    size = epoch_length(n, a, epoch_views)
     params = [p for p in head.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=max(1, epochs), eta_min=min_lr)
     history = []
     for _ in tqdm(range(epochs), desc="DAC on cached features", disable=not progress, leave=False):
         total, count = 0.0, 0
-        for pos in view_batches(size, batch_size, generator):
-            idx = flat_view_index(pos, n, a, epoch_views, generator)
+        for idx in epoch_batches(labels, a, batch_size, sampler, views, images_per_class, epoch_views, generator):
             loss, _ = head.loss(flat[idx], flat_labels[idx], temperature)
             optim.zero_grad(set_to_none=True)
             loss.backward()

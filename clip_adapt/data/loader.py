@@ -4,10 +4,16 @@ One path for all 22 datasets:
 1. the dataset's split file: CoOp's `split_zhou_*.json` where CoOp ships one (read as it is), otherwise ours,
    `split_clipadapt_<name>.json` in the dataset folder, written once from the dataset's own metadata (official
    train/test, official val if any, else a val carved from train: `splits.carve_val`);
-2. few-shot subsets (`num_shots >= 1`): cached JSON under `split_fewshot/` in the dataset folder;
+2. few-shot subsets (`num_shots >= 1`): CoOp's picks (`splits.fewshot`); CoOp's `split_fewshot/shot_K-seed_S.pkl`
+   is read when present, else our JSON `split_fewshot/shot_K-seed_S.json` is read or written;
 3. base/new class subsampling (CoOp's SUBSAMPLE_CLASSES);
 4. every listed image must exist (an error names the first missing path and counts the others).
+
+Files this layer writes (our split file, few-shot files, missing_images.txt) go beside the data when that folder
+can be written, else into a split cache folder (`split_folders`: DATASET.SPLIT_CACHE_DIR, or a folder under the
+feature cache dir); files are read from beside the data first, then from that folder.
 """
+import hashlib
 import inspect
 import os
 from dataclasses import dataclass
@@ -17,7 +23,9 @@ from PIL import Image
 
 from . import catalog, official
 from .errors import DatasetError, require_dir, require_file
-from .splits import (carve_val, classnames_of, fewshot_cached, read_split, subsample_classes, write_split)
+from ..atomic import write_text
+from .splits import (carve_val, classnames_of, fewshot_cached, read_split, subsample_classes, write_first,
+                     write_split)
 
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_SPLIT_SEED = 0
@@ -33,6 +41,7 @@ class LoadedDataset:
     val: list
     test: list
     split_file: Path
+    dataset_dir: Path = None  # the dataset's folder under DATA (the split file may live in a split cache folder)
 
 
 def _split_tag(val_fraction, split_seed):
@@ -93,7 +102,7 @@ def _variant_classnames_file(info, root, dataset_dir):
                        f"{Path(root) / 'imagenet' / 'classnames.txt'})", dataset_dir / "classnames.txt")
 
 
-def build_split(info, root, dataset_dir, allow_missing=False):
+def build_split(info, root, dataset_dir, allow_missing=False, folders=None):
     """The dataset's own train/val/test (val None when it has none), relative to the dataset folder."""
     if info.reader == catalog.FGVC:
         return _read_fgvc(dataset_dir)
@@ -130,7 +139,7 @@ def build_split(info, root, dataset_dir, allow_missing=False):
         if allow_missing and "allow_missing" in inspect.signature(reader).parameters:
             split = reader(Path(dataset_dir), allow_missing=True)
             if split.missing:  # left out of the split file written once: reported, never silent
-                report_missing(dataset_dir, [str(Path(dataset_dir) / m) for m in split.missing])
+                report_missing(folders or [dataset_dir], [str(Path(dataset_dir) / m) for m in split.missing])
         else:
             split = reader(Path(dataset_dir))
         return {"train": list(map(tuple, split.train)), "val": None if split.val is None else
@@ -159,6 +168,25 @@ def _read_fgvc(dataset_dir):
     return out
 
 
+def split_folders(dataset_dir, split_cache_dir="", fallback_dir=""):
+    """Folders the split layer writes into, in order of preference (each is also read, after the dataset folder).
+
+    split_cache_dir (DATASET.SPLIT_CACHE_DIR) set: only `<split_cache_dir>/<folder>-<hash>`. Unset: the dataset
+    folder, then `<fallback_dir>/splits/<folder>-<hash>` (the feature cache dir) when the data is read-only. The
+    hash is of the dataset folder's real path, so two DATA roots never share a split file.
+    """
+    dataset_dir = Path(dataset_dir)
+    tag = hashlib.sha1(os.path.realpath(dataset_dir).encode()).hexdigest()[:10]
+    sub = f"{dataset_dir.name}-{tag}"
+    if split_cache_dir:
+        return [Path(split_cache_dir).expanduser() / sub]
+    return [dataset_dir] + ([Path(fallback_dir).expanduser() / "splits" / sub] if fallback_dir else [])
+
+
+def _read_folders(dataset_dir, folders):
+    return [Path(dataset_dir)] + [f for f in folders if Path(f) != Path(dataset_dir)]
+
+
 def split_file_and_root(info, dataset_dir, val_fraction=DEFAULT_VAL_FRACTION, split_seed=DEFAULT_SPLIT_SEED):
     """(split file path, folder its relative paths resolve against)."""
     if info.coop_split:
@@ -167,30 +195,32 @@ def split_file_and_root(info, dataset_dir, val_fraction=DEFAULT_VAL_FRACTION, sp
 
 
 def load_split(info, root, val_fraction=DEFAULT_VAL_FRACTION, split_seed=DEFAULT_SPLIT_SEED,
-               allow_missing=False):
-    """-> (split dict with relative paths, split file, image root). Writes our split file the first time."""
+               allow_missing=False, folders=None):
+    """-> (split dict with relative paths, split file, image root). Writes our split file the first time, into
+    the first writable folder of `folders` (default: the dataset folder)."""
     dataset_dir = require_dir(Path(root) / info.folder)
     split_file, image_root = split_file_and_root(info, dataset_dir, val_fraction, split_seed)
+    folders = list(folders) if folders else [dataset_dir]
     if info.coop_split:
         require_file(split_file, "CoOp split file")
         split = read_split(split_file)
-    elif split_file.is_file():
-        split = read_split(split_file)
     else:
-        for meta in info.metadata:
-            p = dataset_dir / meta
-            if not p.exists() and not (meta == "classnames.txt" and info.test_only):
-                raise DatasetError(f"missing metadata file: {p}", p)
-        split = build_split(info, root, dataset_dir, allow_missing)
-        if split["val"] is None:
-            if info.test_only:
-                split["val"] = []
-            else:
-                split["train"], split["val"] = carve_val(split["train"], val_fraction, split_seed)
-        try:
-            write_split(split_file, split)
-        except OSError as e:
-            raise DatasetError(f"cannot write the split file {split_file}: {e}", split_file) from e
+        found = [f / split_file.name for f in _read_folders(dataset_dir, folders) if (f / split_file.name).is_file()]
+        if found:
+            split_file = found[0]
+            split = read_split(split_file)
+        else:
+            for meta in info.metadata:
+                p = dataset_dir / meta
+                if not p.exists() and not (meta == "classnames.txt" and info.test_only):
+                    raise DatasetError(f"missing metadata file: {p}", p)
+            split = build_split(info, root, dataset_dir, allow_missing, folders)
+            if split["val"] is None:
+                if info.test_only:
+                    split["val"] = []
+                else:
+                    split["train"], split["val"] = carve_val(split["train"], val_fraction, split_seed)
+            split_file = write_first(folders, split_file.name, lambda p: write_split(p, split), "split file")
     if split["val"] is None:  # a split file without val (e.g. written by hand): carve it, deterministically
         split["train"], split["val"] = carve_val(split["train"], val_fraction, split_seed)
     return split, split_file, image_root
@@ -233,37 +263,49 @@ def drop_missing(items, image_root, report):
     return kept
 
 
-def report_missing(dataset_dir, missing):
-    """Write the left-out images to <dataset>/missing_images.txt and say so (nothing is dropped silently)."""
-    out = Path(dataset_dir) / "missing_images.txt"
-    out.write_text("".join(f"{p}\n" for p in missing))
+def report_missing(folders, missing):
+    """Write the left-out images to missing_images.txt (beside the data, else in the split cache folder) and say
+    so (nothing is dropped silently)."""
+    folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
+    text = "".join(f"{p}\n" for p in missing)
+    out = write_first(folders, "missing_images.txt", lambda p: write_text(p, text), "list of missing images")
     print(f"WARNING: DATASET.ALLOW_MISSING: {len(missing)} listed image(s) are absent and left out; "
           f"listed in {out}", flush=True)
 
 
 def load_dataset(name, root, num_shots=0, seed=1, subsample="all", val_fraction=DEFAULT_VAL_FRACTION,
-                 split_seed=DEFAULT_SPLIT_SEED, download=False, allow_missing=False):
+                 split_seed=DEFAULT_SPLIT_SEED, download=False, allow_missing=False, split_cache_dir="",
+                 fallback_dir=""):
     """Load dataset `name` from `root` (DATA). Errors name the path at fault and how to obtain it.
 
     allow_missing (DATASET.ALLOW_MISSING, for datasets fetched from URLs that die, e.g. Birdsnap): absent listed
-    images are left out, written to <dataset>/missing_images.txt and counted in a warning, instead of an error.
+    images are left out, written to missing_images.txt and counted in a warning, instead of an error.
+    split_cache_dir (DATASET.SPLIT_CACHE_DIR) / fallback_dir: where written files go (`split_folders`).
+    num_shots >= 1: CoOp's K-shot train and min(K, 4)-shot val for `seed` (`splits.fewshot_cached`); a class with
+    fewer than K train images is an error naming it.
     """
     info = catalog.get(name)
     try:
         if download and not (Path(root) / info.folder).is_dir() and info.downloads:
             from .download import download_dataset
             download_dataset(info, root)
-        split, split_file, image_root = load_split(info, root, val_fraction, split_seed, allow_missing)
+        dataset_dir = require_dir(Path(root) / info.folder)
+        folders = split_folders(dataset_dir, split_cache_dir, fallback_dir)
+        split, split_file, image_root = load_split(info, root, val_fraction, split_seed, allow_missing, folders)
         train, val, test = split["train"], split["val"], split["test"]
         if allow_missing:
             missing = []
             train, val, test = (drop_missing(items, image_root, missing) for items in (train, val, test))
             if missing:
-                report_missing(Path(split_file).parent, missing)
+                report_missing(folders, missing)
         classnames = classnames_of(split_file, train, val, test)
         if num_shots and num_shots >= 1 and not info.test_only:
-            cache = Path(split_file).parent / f"split_fewshot{_split_tag(val_fraction, split_seed)}"
-            train, val = fewshot_cached(cache, int(num_shots), int(seed), train, val)
+            tag = _split_tag(val_fraction, split_seed)
+            sub = f"split_fewshot{tag}"
+            train, val, _ = fewshot_cached([f / sub for f in folders], int(num_shots), int(seed), train, val,
+                                           image_root=image_root, where=split_file,
+                                           coop_dir=dataset_dir / "split_fewshot" if not tag else None,
+                                           read_dirs=[f / sub for f in _read_folders(dataset_dir, folders)])
         train, val, test = subsample_classes(subsample, train, val, test)
         if str(subsample).lower() != "all":
             classnames = classnames_of(split_file, train, val, test)
@@ -276,4 +318,5 @@ def load_dataset(name, root, num_shots=0, seed=1, subsample="all", val_fraction=
     def absolute(items):
         return [(os.path.join(image_root, rel), label, cname) for rel, label, cname in items]
 
-    return LoadedDataset(info.short, classnames, absolute(train), absolute(val), absolute(test), Path(split_file))
+    return LoadedDataset(info.short, classnames, absolute(train), absolute(val), absolute(test), Path(split_file),
+                         Path(dataset_dir))

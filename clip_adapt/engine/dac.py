@@ -4,18 +4,24 @@ Flow: CLIP is loaded and frozen; the class text embeddings W are computed once (
 few-shot train split is encoded TRAINER.DAC.AUG_PASSES times with the train transform (A augmentation passes) and,
 when needed, the few-shot val split and the test split once with the test transform; every pass goes through the
 on-disk feature cache (clip_adapt/features.py), so a second run with the same cache never runs the image
-encoder. An epoch is one shuffled pass over the N few-shot images, each as one of its A cached views drawn at random
-(TRAINER.DAC.EPOCH_VIEWS "one"; "all": over all A*N views), in batches of TRAINER.DAC.BATCH_SIZE: the adapter g
-trains with the supervised contrastive loss, the text modulation W' with cross-entropy (DAC.md, parts 1, 2, 4).
+encoder. An epoch shows every few-shot image once, as TRAINER.DAC.VIEWS distinct cached views, in batches of
+TRAINER.DAC.BATCH_SIZE views made of whole groups of IMAGES_PER_CLASS images of a class (SAMPLER class_views,
+clip_adapt/dac/sampler.py), so every anchor of the contrastive loss has a positive at any K (SAMPLER random: one
+shuffled view per image, EPOCH_VIEWS). The adapter g trains with the supervised contrastive loss, the text
+modulation W' with cross-entropy (DAC.md, parts 1, 2, 4).
 After the last epoch the cache model (keys = mean over passes of g(f)) is built and alpha/beta are searched on the
 val split (never test; part 3); the chosen values are printed, written to tensorboard, to `dac_search.json`, to
 `results.json` and, with the cache model, to `dac_final.pt` in the output folder. Then the last-epoch model is
 tested with Dassl's evaluator on the cached test features (CoOp's `=> result` / `* accuracy: X%` lines).
 
 Choices where the spec is silent (docs/DAC.md):
-- Few-shot train split: the dataset's own (DATASET.NUM_SHOTS, seeded and cached by the dataset); if a dataset hands
-  over more than K images of a class, K are drawn here with Dassl's sampler seeded by SEED. The val split is cut the
-  same way to min(K, TRAINER.DAC.VAL_SHOTS) images per class (CoOp's min(K, 4)); VAL_SHOTS -1 keeps all of val.
+- Few-shot train split: the dataset's own (DATASET.NUM_SHOTS: CoOp's picks, clip_adapt/data/splits.py); if a
+  dataset hands over more than K images of a class, K are drawn here with the same rule (CoOp's draw order from
+  one RNG seeded by SEED); a class with fewer than K is an error naming it. The val split is cut to
+  min(K, TRAINER.DAC.VAL_SHOTS) images per class (CoOp's min(K, 4)), drawn after train from the same stream;
+  VAL_SHOTS -1 keeps all of val. Test-only datasets (ImageNet-V2/-Sketch/-A/-R) cannot be trained on: evaluate a
+  model trained on ImageNet (--eval-only --model-dir, scripts/dac/ood.sh).
+- Ties of the alpha/beta search: lower val cross-entropy, then smaller alpha, then smaller beta (search.TIE_RULE).
 - The CE of DAC-T uses the frozen features f of the augmented views (as the final logits s f W'^T do); the two losses
   are summed (they share no parameter) and one AdamW (OPTIM.*) optimises both parts, its schedule stepped per epoch.
 - Evaluation (test, val, eval-only) runs on cached features: images are decoded only on a cache miss.
@@ -34,8 +40,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from clip_adapt.engine.base import CLIPAdaptTrainer
 from clip_adapt import checkpoint as ckpt
-from clip_adapt.dac import DACHead, cache_logits, cache_values, class_index_map, epoch_length, flat_view_index, grid, \
-    remap_state_dict, search_alpha_beta
+from clip_adapt.dac import TIE_RULE, DACHead, cache_logits, cache_values, check_sampler, class_index_map, \
+    class_view_batches, epoch_length, flat_view_index, grid, remap_state_dict, search_alpha_beta
+from clip_adapt.dac.sampler import num_class_view_batches
+from clip_adapt.data import catalog
+from clip_adapt.data.errors import DatasetError
+from clip_adapt.data.splits import check_shots, coop_fewshot
 from clip_adapt.dac.text_modulation import MODES as TEXT_MODES
 from clip_adapt.features import cached_features, feature_key
 from clip_adapt.prompts import get_templates
@@ -58,6 +68,23 @@ class _ViewIndex(Dataset):
         return {"index": i}
 
 
+class _ClassViewBatches:
+    """Batch sampler of SAMPLER class_views: each epoch's batches of view rows from `class_view_batches`, drawn from
+    torch's global RNG when an epoch starts (so a resumed run, whose RNG state is restored, draws the same)."""
+
+    def __init__(self, labels, n_passes, batch_size, views, images_per_class):
+        self.labels, self.n_passes = labels.cpu(), n_passes
+        self.batch_size, self.views, self.images_per_class = batch_size, views, images_per_class
+
+    def __len__(self):
+        return num_class_view_batches(len(self.labels), self.batch_size, self.views)
+
+    def __iter__(self):
+        for rows in class_view_batches(self.labels, self.n_passes, self.batch_size, self.views,
+                                       self.images_per_class):
+            yield rows.tolist()
+
+
 @TRAINER_REGISTRY.register()
 class DAC(CLIPAdaptTrainer):
     """Adapter (DAC-V) and text-embedding modulation (DAC-T) trained on cached features; alpha/beta from val."""
@@ -72,24 +99,55 @@ class DAC(CLIPAdaptTrainer):
             raise ValueError(f"TRAINER.DAC.TEXT_MOD must be one of {TEXT_MODES}, got {dc.TEXT_MOD!r}")
         if dc.VAL_SHOTS == 0:
             raise ValueError("TRAINER.DAC.VAL_SHOTS must be >= 1 (or -1 for the whole val split), got 0")
-        epoch_length(1, 1, dc.EPOCH_VIEWS)  # an unknown value is an error naming the key
+        check_sampler(dc.SAMPLER, dc.VIEWS, dc.AUG_PASSES, dc.BATCH_SIZE, dc.EPOCH_VIEWS,
+                      dc.IMAGES_PER_CLASS)  # errors name the key
         grid(dc.SEARCH_ALPHA, "TRAINER.DAC.SEARCH_ALPHA")
         grid(dc.SEARCH_BETA, "TRAINER.DAC.SEARCH_BETA")
 
     # ---- data ---------------------------------------------------------------------------------------------
-    def _draw_shots(self, source, k, what):
-        """At most `k` items per class of `source` (Dassl's sampler, seeded by SEED); unchanged if it has <= k."""
+    @property
+    def test_only(self):
+        """Whether DATASET.NAME is a test-only dataset of the catalog (ImageNet-V2/-Sketch/-A/-R)."""
+        try:
+            return catalog.get(self.cfg.DATASET.NAME).test_only
+        except KeyError:  # a dataset outside the catalog (registered by the user)
+            return False
+
+    def _check_trainable(self):
+        if self.test_only:
+            name = self.cfg.DATASET.NAME
+            raise DatasetError(f"DAC cannot train on {name}: it is a test-only dataset (no train or val split); "
+                               f"train on imagenet and evaluate that model on {name} with --eval-only --model-dir "
+                               f"(scripts/dac/ood.sh)")
+
+    def _draw_train(self, source, k):
+        """K items per class of `source`: CoOp's picks (clip_adapt.data.splits.coop_fewshot, one RNG seeded by
+        SEED, val drawn next from the same stream); unchanged if no class has more than K; an error naming the
+        class if one has fewer."""
+        source = list(source or [])
+        self._val_rng = random.Random(self.cfg.SEED)
+        if k < 1 or not source:
+            return source
+        check_shots(source, k, "train", f"dataset {self.cfg.DATASET.NAME}", label_of=lambda d: d.label,
+                    name_of=lambda d: d.classname)
+        counts = Counter(d.label for d in source)
+        if max(counts.values()) <= k:
+            self._val_rng = None  # the dataset drew the shots (and the val split with them)
+            return source
+        drawn = coop_fewshot(source, k, self._val_rng, label_of=lambda d: d.label)
+        print(f"DAC: the dataset gave up to {max(counts.values())} train images per class; drew {k} per class "
+              f"(CoOp's rule, seed {self.cfg.SEED})")
+        return drawn
+
+    def _draw_val(self, source, k):
+        """At most `k` val items per class (CoOp's rule; a class with fewer keeps all, as in CoOp)."""
         source = list(source or [])
         counts = Counter(d.label for d in source)
         if k < 1 or not counts or max(counts.values()) <= k:
             return source
-        state = random.getstate()
-        random.seed(self.cfg.SEED)
-        try:
-            drawn = self.dm.dataset.generate_fewshot_dataset(source, num_shots=k)
-        finally:
-            random.setstate(state)
-        print(f"DAC: the dataset gave up to {max(counts.values())} {what} images per class; drew {k} per class "
+        rng = self._val_rng if self._val_rng is not None else random.Random(self.cfg.SEED)
+        drawn = coop_fewshot(source, k, rng, label_of=lambda d: d.label)
+        print(f"DAC: the dataset gave up to {max(counts.values())} val images per class; drew {k} per class "
               f"(seed {self.cfg.SEED})")
         return drawn
 
@@ -105,9 +163,12 @@ class DAC(CLIPAdaptTrainer):
         super().build_data_loader()
         k = self.cfg.DATASET.NUM_SHOTS
         dataset = self.dm.dataset
-        if k < 1:
-            print("DAC: DATASET.NUM_SHOTS < 1: the whole train split is the labelled set")
-        self.fewshot = self._draw_shots(dataset.train_x, k, "train")
+        if self.test_only:  # Dassl's train_x is its test split: nothing to train on (eval-only runs only)
+            self.fewshot, self._val_rng = [], None
+        else:
+            if k < 1:
+                print("DAC: DATASET.NUM_SHOTS < 1: the whole train split is the labelled set")
+            self.fewshot = self._draw_train(dataset.train_x, k)
         self._fewshot_val = None  # drawn on first use (an eval-only run never needs it)
         self.train_tfm = self.train_loader_x.dataset.transform
         self.test_tfm = self.test_loader.dataset.transform
@@ -117,7 +178,9 @@ class DAC(CLIPAdaptTrainer):
     def fewshot_val(self):
         """The val split cut to min(K, VAL_SHOTS) images per class: what the alpha/beta search sees."""
         if self._fewshot_val is None:
-            self._fewshot_val = self._draw_shots(self.dm.dataset.val, self.val_shots, "val")
+            if self.test_only:
+                self._check_trainable()
+            self._fewshot_val = self._draw_val(self.dm.dataset.val, self.val_shots)
             print(f"DAC: {len(self._fewshot_val)} val images ({self.val_shots} shots per class) for the alpha/beta "
                   f"search")
         return self._fewshot_val
@@ -128,8 +191,8 @@ class DAC(CLIPAdaptTrainer):
     def _encode_split(self, source, split, tfm, aug_pass=0, num_shots=-1, seed=0):
         """(features, labels) of `source` through the feature cache (the encoder runs only on a miss)."""
         key = feature_key(self.backbone_id, self.cfg.DATASET.NAME, split, [d.impath for d in source],
-                          [d.label for d in source], repr(tfm), aug_pass=aug_pass, num_shots=num_shots,
-                          fewshot_seed=self.cfg.SEED if num_shots >= 1 else -1)
+                          [d.label for d in source], tfm, aug_pass=aug_pass, num_shots=num_shots,
+                          fewshot_seed=self.cfg.SEED if num_shots >= 1 else -1, precision=self.precision)
         desc = f"{split} features" + (f" (pass {aug_pass + 1})" if split == "train" else "")
         feats, labels = cached_features(self.feature_cache, key, self.clip_model, self._loader(source, tfm),
                                         seed=seed, device=self.device, autocast=self.autocast, desc=desc)
@@ -149,6 +212,7 @@ class DAC(CLIPAdaptTrainer):
     def train_views(self):
         """A x N x D features of the few-shot set (A augmentation passes of the train transform, cached)."""
         if self._views is None:
+            self._check_trainable()
             if not self.fewshot:
                 raise ValueError(f"DAC: dataset {self.cfg.DATASET.NAME} has no labelled train images to build the "
                                  f"cache model from (evaluating a trained model needs its {FINAL_STATE})")
@@ -183,23 +247,34 @@ class DAC(CLIPAdaptTrainer):
 
     # ---- training on cached features ----------------------------------------------------------------------
     def before_train(self):
+        self._check_trainable()
+        dc = self.cfg.TRAINER.DAC
         views, labels = self.train_views()
         a, n, d = views.shape
         self._flat_views, self._flat_labels = views.reshape(a * n, d), labels.repeat(a)
         self._n_images, self._n_passes = n, a
-        mode = self.cfg.TRAINER.DAC.EPOCH_VIEWS
-        self.train_loader_x = DataLoader(_ViewIndex(epoch_length(n, a, mode)),
-                                         batch_size=self.cfg.TRAINER.DAC.BATCH_SIZE, shuffle=True)
-        print(f"DAC: training on {a} x {n} cached views, {epoch_length(n, a, mode)} per epoch (EPOCH_VIEWS {mode}; "
-              f"{len(self.train_loader_x)} batches per epoch)")
+        if dc.SAMPLER == "class_views":
+            self.train_loader_x = DataLoader(_ViewIndex(a * n), batch_sampler=_ClassViewBatches(
+                labels, a, dc.BATCH_SIZE, dc.VIEWS, dc.IMAGES_PER_CLASS))
+            how = (f"each image once as {dc.VIEWS} distinct views, classes in groups of "
+                   f"{dc.IMAGES_PER_CLASS or 'all'} images (SAMPLER class_views)")
+        else:
+            self.train_loader_x = DataLoader(_ViewIndex(epoch_length(n, a, dc.EPOCH_VIEWS)),
+                                             batch_size=dc.BATCH_SIZE, shuffle=True)
+            how = f"SAMPLER random, EPOCH_VIEWS {dc.EPOCH_VIEWS}"
+        size = epoch_length(n, a, dc.EPOCH_VIEWS, dc.SAMPLER, dc.VIEWS)
+        print(f"DAC: training on {a} x {n} cached views, {size} per epoch ({how}; {len(self.train_loader_x)} "
+              f"batches per epoch)")
         super().before_train()
 
     def forward_backward(self, batch):
         """Contrastive loss on g(f) + CE on s f W'^T over a batch of cached views (DAC.md, parts 1, 2, 4)."""
-        index = flat_view_index(batch["index"], self._n_images, self._n_passes, self.cfg.TRAINER.DAC.EPOCH_VIEWS)
+        dc = self.cfg.TRAINER.DAC
+        index = batch["index"]
+        if dc.SAMPLER != "class_views":  # class_views batches hold view rows already
+            index = flat_view_index(index, self._n_images, self._n_passes, dc.EPOCH_VIEWS)
         index = index.to(self.device)
-        loss, parts = self.head.loss(self._flat_views[index], self._flat_labels[index],
-                                     self.cfg.TRAINER.DAC.CONTRAST_TEMP)
+        loss, parts = self.head.loss(self._flat_views[index], self._flat_labels[index], dc.CONTRAST_TEMP)
         self.model_backward_and_update(loss, "dac")
         self._cache = None  # the adapter changed: the cache keys must be rebuilt
         if self.batch_idx + 1 == self.num_batches:
@@ -249,10 +324,12 @@ class DAC(CLIPAdaptTrainer):
                                 alphas, betas)
         self.alpha, self.beta, self.search = res.alpha, res.beta, res
         print(f"DAC: alpha/beta searched on val ({labels.numel()} images, {len(alphas)} x {len(betas)} grid): "
-              f"alpha = {res.alpha:.4g}, beta = {res.beta:.4g} (val accuracy {res.val_accuracy:.2f}%)")
+              f"alpha = {res.alpha:.4g}, beta = {res.beta:.4g} (val accuracy {res.val_accuracy:.2f}%, "
+              f"cross-entropy {res.val_cross_entropy:.4f}; ties: {TIE_RULE})")
         self.write_scalar("dac/alpha", res.alpha, self.epoch)
         self.write_scalar("dac/beta", res.beta, self.epoch)
-        record = {"alpha": res.alpha, "beta": res.beta, "val_accuracy": res.val_accuracy, "split": "val",
+        record = {"alpha": res.alpha, "beta": res.beta, "val_accuracy": res.val_accuracy,
+                  "val_cross_entropy": res.val_cross_entropy, "tie_rule": TIE_RULE, "split": "val",
                   "val_images": labels.numel(), "val_shots": self.val_shots, "epoch": self.epoch + 1,
                   "search_alpha": list(dc.SEARCH_ALPHA), "search_beta": list(dc.SEARCH_BETA)}
         with open(osp.join(self.output_dir, SEARCH_JSON), "w") as f:

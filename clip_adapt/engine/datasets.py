@@ -4,9 +4,11 @@
 with Dassl, unless a class of that name is registered already: inside a CoOp checkout CoOp's own dataset classes
 (ImageNet, OxfordPets, ..., ImageNetV2) are kept and used, since they read the same split files.
 
-It reads cfg.DATASET.ROOT, NUM_SHOTS (few-shot train, and val with min(K, 4) per class, seeded by cfg.SEED and cached
-as JSON), SUBSAMPLE_CLASSES (CoOp's base/new), VAL_FRACTION and SPLIT_SEED (val carved from train when a dataset has
-none), DOWNLOAD and ALLOW_MISSING, and hands them to the framework-free loader (clip_adapt/data/loader.py).
+It reads cfg.DATASET.ROOT, NUM_SHOTS (few-shot train, and val with min(K, 4) per class: CoOp's picks for cfg.SEED,
+CoOp's pkl read when present, else our JSON), SUBSAMPLE_CLASSES (CoOp's base/new), VAL_FRACTION and SPLIT_SEED (val
+carved from train when a dataset has none), DOWNLOAD, ALLOW_MISSING and SPLIT_CACHE_DIR (where split files go when
+DATA is read-only; default: beside the data if writable, else under TRAINER.FEATURE_CACHE_DIR), and hands them to
+the framework-free loader (clip_adapt/data/loader.py).
 Test-only datasets (the ImageNet variants) have no train split: like CoOp, train_x and val are their test split.
 """
 from dassl.data.datasets import DatasetBase, Datum
@@ -18,11 +20,15 @@ class CLIPAdaptDataset(DatasetBase):
     short_name = ""  # set by each dataset file: the key of clip_adapt.data.catalog
 
     def __init__(self, cfg):
+        from clip_adapt.engine.base import default_feature_cache_dir
+
         d = cfg.DATASET
         data = load_dataset(self.short_name, d.ROOT, num_shots=d.NUM_SHOTS, seed=cfg.SEED,
                             subsample=d.SUBSAMPLE_CLASSES, val_fraction=d.VAL_FRACTION, split_seed=d.SPLIT_SEED,
-                            download=d.DOWNLOAD, allow_missing=d.ALLOW_MISSING)
-        self.dataset_dir = str(data.split_file.parent)
+                            download=d.DOWNLOAD, allow_missing=d.ALLOW_MISSING,
+                            split_cache_dir=d.get("SPLIT_CACHE_DIR", ""),
+                            fallback_dir=cfg.TRAINER.get("FEATURE_CACHE_DIR", "") or default_feature_cache_dir())
+        self.dataset_dir = str(data.dataset_dir)
         train, val, test = (self._datums(items) for items in (data.train, data.val, data.test))
         if not train:  # test-only dataset
             train, val = test, test
