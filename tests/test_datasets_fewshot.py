@@ -127,6 +127,32 @@ def test_an_existing_coop_pkl_is_read_and_its_contents_used(tmp_path):
     assert not (ddir / "split_fewshot" / "shot_2-seed_1.json").exists()  # nothing drawn, nothing written
 
 
+@pytest.mark.dassl
+def test_the_dassl_dataset_writes_coops_pkl_and_coop_reads_the_same_picks(tmp_path, dassl_cfg):
+    import clip_adapt.plugin  # noqa: F401  registers the datasets
+    from dassl.data.datasets import build_dataset
+
+    ddir = _shuffled_pets(tmp_path)
+    cfg = dassl_cfg(None, "DATASET.NAME", "OxfordPets", "DATASET.ROOT", str(tmp_path), "DATASET.NUM_SHOTS", "2",
+                    "SEED", "3")
+    ds = build_dataset(cfg)
+    pkl = ddir / "split_fewshot" / "shot_2-seed_3.pkl"
+    assert pkl.is_file() and (pkl.stat().st_mode & 0o777) == 0o666 & ~_umask()
+    with open(pkl, "rb") as f:  # what CoOp's dataset files do with an existing file
+        coop = pickle.load(f)
+    assert [d.impath for d in coop["train"]] == [d.impath for d in ds.train_x]
+    assert [d.impath for d in coop["val"]] == [d.impath for d in ds.val]
+    assert {type(d).__module__ for d in coop["train"]} == {"dassl.data.datasets.base_dataset"}
+    again = build_dataset(cfg)  # a second run reads the pkl back: the same picks
+    assert [d.impath for d in again.train_x] == [d.impath for d in ds.train_x]
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_a_coop_pkl_may_hold_only_datums(tmp_path):
     class Evil:
         def __reduce__(self):

@@ -24,8 +24,8 @@ from PIL import Image
 from . import catalog, official
 from .errors import DatasetError, require_dir, require_file
 from ..atomic import write_text
-from .splits import (carve_val, classnames_of, fewshot_cached, read_split, subsample_classes, write_first,
-                     write_split)
+from .splits import (carve_val, classnames_of, fewshot_cached, fewshot_file_name, read_split, subsample_classes,
+                     write_first, write_split)
 
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_SPLIT_SEED = 0
@@ -42,6 +42,10 @@ class LoadedDataset:
     test: list
     split_file: Path
     dataset_dir: Path = None  # the dataset's folder under DATA (the split file may live in a split cache folder)
+    # few-shot runs: where CoOp's `split_fewshot/shot_K-seed_S.pkl` of these picks belongs (None: not CoOp's split,
+    # or the pkl was read), and the picks before class subsampling (absolute paths), for `engine.datasets` to write it
+    coop_fewshot_pkl: Path = None
+    fewshot: tuple = None
 
 
 def _split_tag(val_fraction, split_seed):
@@ -299,13 +303,17 @@ def load_dataset(name, root, num_shots=0, seed=1, subsample="all", val_fraction=
             if missing:
                 report_missing(folders, missing)
         classnames = classnames_of(split_file, train, val, test)
+        coop_pkl, picks = None, None
         if num_shots and num_shots >= 1 and not info.test_only:
             tag = _split_tag(val_fraction, split_seed)
             sub = f"split_fewshot{tag}"
-            train, val, _ = fewshot_cached([f / sub for f in folders], int(num_shots), int(seed), train, val,
+            train, val, source = fewshot_cached([f / sub for f in folders], int(num_shots), int(seed), train, val,
                                            image_root=image_root, where=split_file,
                                            coop_dir=dataset_dir / "split_fewshot" if not tag else None,
                                            read_dirs=[f / sub for f in _read_folders(dataset_dir, folders)])
+            if info.coop_split and not tag and source.suffix != ".pkl":  # CoOp's own split: CoOp reads these picks
+                coop_pkl, picks = dataset_dir / "split_fewshot" / fewshot_file_name(num_shots, seed, "pkl"), \
+                    (train, val)
         train, val, test = subsample_classes(subsample, train, val, test)
         if str(subsample).lower() != "all":
             classnames = classnames_of(split_file, train, val, test)
@@ -319,4 +327,4 @@ def load_dataset(name, root, num_shots=0, seed=1, subsample="all", val_fraction=
         return [(os.path.join(image_root, rel), label, cname) for rel, label, cname in items]
 
     return LoadedDataset(info.short, classnames, absolute(train), absolute(val), absolute(test), Path(split_file),
-                         Path(dataset_dir))
+                         Path(dataset_dir), coop_pkl, picks and (absolute(picks[0]), absolute(picks[1])))

@@ -11,8 +11,11 @@ DATA is read-only; default: beside the data if writable, else under TRAINER.FEAT
 the framework-free loader (clip_adapt/data/loader.py).
 Test-only datasets (the ImageNet variants) have no train split: like CoOp, train_x and val are their test split.
 """
+import pickle
+
 from dassl.data.datasets import DatasetBase, Datum
 
+from clip_adapt.atomic import atomic_path
 from clip_adapt.data.loader import load_dataset
 
 
@@ -29,6 +32,8 @@ class CLIPAdaptDataset(DatasetBase):
                             split_cache_dir=d.get("SPLIT_CACHE_DIR", ""),
                             fallback_dir=cfg.TRAINER.get("FEATURE_CACHE_DIR", "") or default_feature_cache_dir())
         self.dataset_dir = str(data.dataset_dir)
+        if data.coop_fewshot_pkl is not None:
+            write_coop_fewshot(data.coop_fewshot_pkl, *data.fewshot)
         train, val, test = (self._datums(items) for items in (data.train, data.val, data.test))
         if not train:  # test-only dataset
             train, val = test, test
@@ -40,6 +45,22 @@ class CLIPAdaptDataset(DatasetBase):
     @staticmethod
     def _datums(items):
         return [Datum(impath=path, label=label, classname=cname) for path, label, cname in items]
+
+
+def write_coop_fewshot(path, train, val):
+    """Write few-shot picks as CoOp's `split_fewshot/shot_K-seed_S.pkl` ({"train": [Datum], "val": [Datum]},
+    absolute paths, as CoOp's dataset files write it), so CoOp runs on the same DATA use the same images. A folder
+    that cannot be written (read-only DATA) is skipped with a note: our own JSON copy of the picks is kept elsewhere.
+    """
+    if path.exists():
+        return
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                pickle.dump({"train": CLIPAdaptDataset._datums(train), "val": CLIPAdaptDataset._datums(val)}, f,
+                            protocol=pickle.HIGHEST_PROTOCOL)
+    except OSError as e:
+        print(f"Note: CoOp's few-shot file {path} not written ({e.strerror or e}); the picks are cached as JSON")
 
 
 def register_dataset(short):
