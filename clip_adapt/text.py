@@ -28,7 +28,7 @@ def class_embeddings(model, classnames, templates, batch_size=256, cache=None, b
     references normalise in the model's dtype (fp16 on GPU); here the encoder's output is cast to float32 first.
 
     With a `cache` (FeatureCache) and a `backbone_id` (checkpoint fingerprint), a second call with the same
-    backbone, class names and templates reads the result from disk instead of running the text encoder.
+    backbone, weight dtype, class names and templates reads the result from disk instead of running the text encoder.
     """
     def compute():
         prompts = [p for c in classnames for p in fill(templates, c)]
@@ -38,6 +38,7 @@ def class_embeddings(model, classnames, templates, batch_size=256, cache=None, b
 
     if cache is None or backbone_id is None:
         return compute()
+    dtype = getattr(model, "dtype", None) or next(model.parameters()).dtype  # fp16 and fp32 give other embeddings
     key = {"kind": "class_text", "backbone": backbone_id, "classnames": list(classnames),
-           "templates": list(templates)}
+           "templates": list(templates), "dtype": str(dtype)}
     return cache.get_or_compute(key, compute)

@@ -61,3 +61,18 @@ def test_class_embeddings_cache_skips_the_encoder_on_reuse(tmp_path, monkeypatch
     assert calls == [] and torch.equal(first, again)
     with pytest.raises(AttributeError):  # a different key (backbone) must not hit the cache: encoder called
         class_embeddings(model, ["cat", "dog"], ["a {}."], cache=FeatureCache(tmp_path), backbone_id="xyz")
+
+
+def test_class_text_cache_is_keyed_by_the_weights_dtype(tmp_path):
+    from clip_adapt.cache import FeatureCache
+    from clip_adapt.clip_loader import build_tiny_clip
+    from clip_adapt.text import class_embeddings
+
+    model = build_tiny_clip()
+    cache = FeatureCache(tmp_path)
+    first = class_embeddings(model, ["cat", "dog"], ["a photo of a {}."], cache=cache, backbone_id="x")
+    again = class_embeddings(model, ["cat", "dog"], ["a photo of a {}."], cache=cache, backbone_id="x")
+    assert (cache.hits, cache.misses) == (1, 1) and torch.equal(first, again)
+    model.double()  # the same checkpoint in another precision is another entry, never served the fp32 ones
+    class_embeddings(model, ["cat", "dog"], ["a photo of a {}."], cache=cache, backbone_id="x")
+    assert cache.misses == 2
