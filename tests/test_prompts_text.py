@@ -1,4 +1,5 @@
 """Templates per dataset and the batched, cached class text embeddings."""
+import clip
 import pytest
 import torch
 
@@ -73,6 +74,6 @@ def test_class_text_cache_is_keyed_by_the_weights_dtype(tmp_path):
     first = class_embeddings(model, ["cat", "dog"], ["a photo of a {}."], cache=cache, backbone_id="x")
     again = class_embeddings(model, ["cat", "dog"], ["a photo of a {}."], cache=cache, backbone_id="x")
     assert (cache.hits, cache.misses) == (1, 1) and torch.equal(first, again)
-    model.double()  # the same checkpoint in another precision is another entry, never served the fp32 ones
+    clip.model.convert_weights(model)  # fp16 weights, as on GPU: another entry, never served the fp32 ones
     class_embeddings(model, ["cat", "dog"], ["a photo of a {}."], cache=cache, backbone_id="x")
     assert cache.misses == 2
