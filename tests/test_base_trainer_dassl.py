@@ -139,14 +139,16 @@ def test_train_py_names_the_yaml_file_with_a_bad_key(tmp_path):
     assert res.returncode != 0 and "bad.yaml" in res.stderr and "LEARNING_RATE" in res.stderr
 
 
-def test_train_py_reports_a_missing_dataset_folder_as_one_message_in_stderr_and_log(tmp_path, tiny_clip_path):
-    out = tmp_path / "out"
+def test_train_py_reports_a_missing_dataset_folder_once_and_leaves_no_folder(tmp_path, tiny_clip_path):
+    out = tmp_path / "output" / "cub" / "ZSCLIP" / "vit_b16" / "seed1"
     res = _train_py("--root", str(tmp_path / "data"), "--seed", "1", "--trainer", "ZSCLIP",
                     "--dataset-config-file", "configs/datasets/cub.yaml",
                     "--config-file", "configs/trainers/ZSCLIP/vit_b16.yaml", "--output-dir", str(out),
                     "--eval-only", "MODEL.BACKBONE.NAME", str(tiny_clip_path))
     missing = str(tmp_path / "data" / "CUB_200_2011")
-    assert res.returncode != 0
+    assert res.returncode == 2
     assert f"error: missing dataset folder: {missing}" in res.stderr and "how to obtain it" in res.stderr
     assert "Traceback" not in res.stderr
-    assert f"ERROR: missing dataset folder: {missing}" in (out / "log.txt").read_text()
+    assert (res.stdout + res.stderr).count("missing dataset folder") == 1  # once, not also echoed to stdout
+    assert "** Config **" not in res.stdout  # the config dump goes to log.txt only
+    assert not (tmp_path / "output").exists()  # the folder held only the log of this failure: removed
