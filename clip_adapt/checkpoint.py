@@ -51,8 +51,10 @@ def load(path, map_location="cpu"):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise RuntimeError(f"cannot load checkpoint {path}: {e}") from e
+    except Exception as e:  # torch's own message spans lines and suggests weights_only=False: keep its first line
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise RuntimeError(f"cannot load checkpoint {path} (damaged or not a checkpoint: {type(e).__name__}: "
+                           f"{first})") from e
 
 
 # ---- errors a run reports as one message (train.py prints them without a traceback) ----------------------------
