@@ -1,6 +1,9 @@
 """Checkpoints that hold state dicts only (tensors, numbers, strings), so torch's default `weights_only=True`
 loads them (torch >= 2.6 refuses Dassl's pickled scheduler objects). Written atomically: a crash while saving
 leaves the previous checkpoint intact. RNG states are included so a resumed run continues the same stream.
+
+Also the identity of a run (docs/RUNS.md): its resolved config without the keys that do not change the result, and
+its backbone's sha256, recorded in `run.json`; and the errors a run reports as one message.
 """
 import json
 import os

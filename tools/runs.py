@@ -6,8 +6,11 @@ log.txt; it opens a new file with a timestamp suffix).
 
 A run is FINISHED when its newest log that holds a result block (CoOp's log lines ``=> result`` then
 ``* accuracy: X%``) is either a training run whose result comes after ``Finish training``, or an eval-only run
-(``eval_only: True`` in the ``** Arguments **`` dump that train.py prints; zero-shot CLIP). Its accuracy is the LAST
-``* accuracy`` printed after the LAST ``=> result`` of that log (earlier result blocks can be validation results).
+(``eval_only: True`` in the ``** Arguments **`` dump that train.py writes to the log); a folder that records its run
+(``run.json``, written at the run's start) is finished only once its ``results.json`` is written too. Its accuracy is
+the LAST ``* accuracy`` printed after the LAST ``=> result`` of that log (earlier result blocks can be validation
+results). A log holding train.py's ``ERROR: <message>`` line is reported as ``failed: <message>``. Whether a finished
+folder holds the run a command asks for (same config and backbone) is decided by train.py (docs/RUNS.md).
 
 Command line (exit code 0 = finished, 1 = not finished; used by scripts/common.sh):
 
