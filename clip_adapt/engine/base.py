@@ -403,7 +403,7 @@ class CLIPAdaptTrainer(TrainerX):
                 self._load_model_state(name, saved["state_dict"])
             if osp.exists(state_file):
                 self.load_extra_state(ckpt.load(state_file).get("extra", {}))
-        except (OSError, RuntimeError, KeyError) as e:
+        except (OSError, RuntimeError) as e:
             raise ResumeError(f"cannot load the model to evaluate from {directory} (--model-dir): {e}") from e
 
     # ---- train / test ---------------------------------------------------------------------------------
