@@ -24,18 +24,25 @@ def _import_dassl():
     try:
         import dassl  # noqa: F401  (pulls wilds, pandas, sklearn, tensorboard; disables logging)
     except ImportError as e:
-        sys.exit(f"Dassl is not installed ({e}). It is not on PyPI: `bash scripts/install.sh` clones and installs it "
+        _fail(f"Dassl is not installed ({e}). It is not on PyPI: `bash scripts/install.sh` clones and installs it "
                  "(or installs a local checkout: DASSL_SRC=/path/to/Dassl.pytorch bash scripts/install.sh).")
     logging.disable(logging.NOTSET)  # `import dassl` calls logging.disable(logging.WARNING) process-wide
+
+
+def _fail(message, code=2):
+    """One message on stderr, no traceback. Exit code 2: an input error every seed would hit (scripts/common.sh stops
+    its seed loop); 1: this run failed."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 def _merge(cfg, source, merge):
     try:
         merge()
     except KeyError as e:
-        sys.exit(f"config error in {source}: {e.args[0] if e.args else e}")
+        _fail(f"config error in {source}: {e.args[0] if e.args else e}")
     except (ValueError, AssertionError, TypeError) as e:
-        sys.exit(f"config error in {source}: {e}")
+        _fail(f"config error in {source}: {e}")
 
 
 def import_extra(specs):
@@ -66,7 +73,7 @@ def import_extra(specs):
             else:
                 module = importlib.import_module(spec)
         except Exception as e:  # noqa: BLE001  (whatever the module raises, reported as one line naming it)
-            sys.exit(f"error: --import {spec}: {type(e).__name__}: {e}")
+            _fail(f"--import {spec}: {type(e).__name__}: {e}")
         hook = getattr(module, "extend_cfg", None)
         if callable(hook):
             hooks.append((spec, hook))
@@ -105,7 +112,7 @@ def setup_cfg(args, hooks=()):
     if args.head:
         cfg.MODEL.HEAD.NAME = args.head
     if len(args.opts) % 2:
-        sys.exit(f"config error in command-line opts: expected KEY VALUE pairs, got {args.opts}")
+        _fail(f"config error in command-line opts: expected KEY VALUE pairs, got {args.opts}")
     _merge(cfg, "command-line opts", lambda: cfg.merge_from_list(args.opts))
     if not torch.cuda.is_available():
         cfg.USE_CUDA = False
@@ -113,52 +120,177 @@ def setup_cfg(args, hooks=()):
     return cfg
 
 
+def check_cfg(cfg):
+    """Values every trainer reads (clip_adapt.engine.base.check_generic_cfg) and the registry names."""
+    from dassl.data.datasets import DATASET_REGISTRY
+    from dassl.engine import TRAINER_REGISTRY
+
+    from clip_adapt.engine.base import check_generic_cfg
+
+    check_generic_cfg(cfg)
+    for key, value, registry in (("TRAINER.NAME", cfg.TRAINER.NAME, TRAINER_REGISTRY),
+                                 ("DATASET.NAME", cfg.DATASET.NAME, DATASET_REGISTRY)):
+        known = sorted(registry._obj_map)
+        if value not in known:
+            raise _config_error(f"{key}: unknown name {value!r} (registered: {', '.join(known)})")
+
+
+def _config_error(message):
+    from clip_adapt.checkpoint import ConfigError
+
+    return ConfigError(message)
+
+
+def check_output_dir(cfg, identity):
+    """Before anything is written: OUTPUT_DIR must be a folder (or absent) holding no other run. Returns True when
+    it holds this very run, finished (the caller skips it). Raises ConfigError / RunIdentityError."""
+    from clip_adapt import checkpoint as ckpt
+    from clip_adapt.engine.base import check_output_folder
+    from tools import runs
+
+    out = cfg.OUTPUT_DIR
+    for folder in [out, *[str(p) for p in Path(out).absolute().parents]]:
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise _config_error(f"the output folder {out} (--output-dir / OUTPUT) cannot be made: {folder} is a "
+                                f"file")
+    if not os.path.isdir(out):
+        return False
+    check_output_folder(out, identity)
+    if not runs.is_finished(out):
+        return False
+    if ckpt.read_identity(out) is None:
+        from clip_adapt.checkpoint import RunIdentityError
+
+        raise RunIdentityError(f"{out} holds a finished run but no {ckpt.RUN_FILE} recording the config and backbone "
+                               f"it was made with, so it cannot be verified to be this run. To run this config, "
+                               + ckpt.FORCE_FRESH_HINT.format(folder=out))
+    return True
+
+
+def setup_logging(output_dir):
+    """Dassl's logger (stdout tee'd to <output_dir>/log.txt), its file made line-buffered so that a killed run's
+    log keeps every line printed before the kill."""
+    from dassl.utils import setup_logger
+
+    setup_logger(output_dir)
+    logger = sys.stdout
+    if getattr(logger, "file", None) is not None:
+        name = logger.file.name
+        logger.file.close()
+        logger.file = open(name, "a", buffering=1)
+    return logger
+
+
+def log_only(text):
+    """Write to log.txt only (not the terminal): the argument, config and environment dumps, the error line."""
+    f = getattr(sys.stdout, "file", None)
+    if f is not None:
+        f.write(text if text.endswith("\n") else text + "\n")
+
+
+def _created_dirs(path):
+    """`path` and its ancestors that do not exist yet (the ones this run creates), deepest first."""
+    created = []
+    p = Path(path).absolute()
+    while not p.exists():
+        created.append(p)
+        p = p.parent
+    return created
+
+
+def _remove_failed_folder(created):
+    """A folder this run created holding nothing but its log: removed (with the emptied parents it created), so
+    no seed folder is left behind that lists as unfinished."""
+    if not created or not created[0].is_dir():
+        return
+    logger = sys.stdout
+    if getattr(logger, "file", None) is not None:
+        logger.file.close()
+        logger.file = None
+    entries = list(created[0].iterdir())
+    if all(e.is_file() and e.name.startswith("log.txt") for e in entries):
+        for e in entries:
+            e.unlink()
+        for d in created:
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+
 def main(args):
     _import_dassl()
     from dassl.engine import build_trainer
-    from dassl.utils import collect_env_info, set_random_seed, setup_logger
+    from dassl.utils import collect_env_info, set_random_seed
 
     hooks = import_extra(getattr(args, "imports", ()))  # before the config (keys) and our plugin (datasets)
     cfg = setup_cfg(args, hooks)  # a config error is reported before anything heavy is imported
 
     import clip_adapt.plugin  # noqa: F401  registers our trainers and every dataset
+    from clip_adapt import checkpoint as ckpt
+
+    try:
+        check_cfg(cfg)
+        mode = dict(eval_only=args.eval_only, model_dir=args.model_dir, load_epoch=args.load_epoch)
+        identity = ckpt.run_identity(cfg, ckpt.backbone_sha256(cfg.MODEL.BACKBONE.NAME), **mode)
+        if check_output_dir(cfg, identity):
+            print(f"finished run in {cfg.OUTPUT_DIR} (same config and backbone), skipping")
+            return
+    except _input_errors() as e:
+        _fail(e)
+    created = _created_dirs(cfg.OUTPUT_DIR)
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
+    try:
+        setup_logging(cfg.OUTPUT_DIR)
+    except OSError as e:
+        _fail(f"cannot write the log in {cfg.OUTPUT_DIR}: {e}")
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
-    print("** Arguments **")
-    for key in sorted(vars(args)):
-        print(f"{key}: {getattr(args, key)}")
-    print("** Config **")
-    print(cfg)
-    print("Collecting env info ...")
-    print(f"** System info **\n{collect_env_info()}\n")
+    print(f"Log: {os.path.join(cfg.OUTPUT_DIR, 'log.txt')} (the full config is written there)")
+    log_only("** Arguments **\n" + "".join(f"{key}: {getattr(args, key)}\n" for key in sorted(vars(args))))
+    log_only(f"** Config **\n{cfg}")
+    log_only(f"Collecting env info ...\n** System info **\n{collect_env_info()}\n")
 
     try:
         trainer = build_trainer(cfg)
         if args.eval_only:
+            trainer.begin_run(**mode)
             trainer.load_model(args.model_dir, epoch=args.load_epoch)
             trainer.test()
             trainer.write_results(eval_only=True, model_dir=args.model_dir)
             return
         if not args.no_train:
             trainer.train()
-    except _input_errors() as e:  # bad data, checkpoint or description file: the message names it
-        print(f"ERROR: {e}", flush=True)  # into log.txt (Dassl's logger tees stdout)
-        sys.exit(f"error: {e}")
+    except (_input_errors() + _run_errors()) as e:  # the message names the file, key or value at fault
+        log_only(f"ERROR: {e}")  # into log.txt (the terminal gets it once, on stderr)
+        code = 2 if isinstance(e, _input_errors()) else 1
+        if code == 2:
+            _remove_failed_folder(created)
+        _fail(e, code)
 
 
 def _input_errors():
-    """Errors about the user's inputs (dataset files, CLIP checkpoint, class descriptions, FAIR config values):
-    reported as one message naming the file or key, without a traceback."""
+    """Errors about the user's inputs (dataset files, CLIP checkpoint, class descriptions, config values, an output
+    folder holding another run): reported as one message naming the file, key or value, without a traceback; every
+    seed would hit them (exit code 2)."""
+    from clip_adapt.checkpoint import ConfigError, RunIdentityError
     from clip_adapt.clip_loader import CheckpointError
     from clip_adapt.data.errors import DatasetError
     from clip_adapt.fair.descriptions import DescriptionsError
     from clip_adapt.fair.model import FAIRConfigError
 
-    return DatasetError, CheckpointError, DescriptionsError, FAIRConfigError
+    return DatasetError, CheckpointError, DescriptionsError, ConfigError, RunIdentityError, FAIRConfigError
+
+
+def _run_errors():
+    """Errors of this run, reported as one message (exit code 1): a non-finite loss, parameter or logit (naming
+    epoch and batch), an unreadable checkpoint (naming the file), a failed write (full disk; the previous
+    checkpoint is intact)."""
+    from clip_adapt.checkpoint import ResumeError
+
+    return FloatingPointError, ResumeError, OSError
 
 
 def build_parser():

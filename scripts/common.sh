@@ -5,7 +5,11 @@
 # PYTHON (default python), IMPORT (space-separated modules or .py files, each passed as `train.py --import`, e.g. a
 # CoOp checkout's train.py), TRAINER_CONFIGS (folder of <TRAINER>/<cfg>.yaml, default configs/trainers).
 # Output: $OUTPUT/<dataset>/<TRAINER>/<run_name>/seed<S>/ where run_name is <cfg> or <cfg>_<K>shots.
-# A seed whose folder holds a finished run is skipped (tools/runs.py decides, one place).
+# <dataset>, <TRAINER> and <cfg> are plain names ([A-Za-z0-9_.-]+, no '..').
+# Each seed is one train.py call, which decides (docs/RUNS.md): a folder holding this very run (same resolved
+# config and backbone sha256), finished, is skipped; unfinished, resumed; a folder holding another run is an error
+# naming the differing keys (write elsewhere with OUTPUT=...). train.py's exit code 2 (an input error: config,
+# dataset, backbone, another run in the folder) stops the seed loop: every seed would hit it.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,7 +29,17 @@ usage_exit() {
     exit 2
 }
 
+check_name() {  # <what> <name>: a plain name, so that no path built from it leaves $OUTPUT or configs/
+    if ! [[ "$2" =~ ^[A-Za-z0-9_.-]+$ ]] || [[ "$2" == *..* ]]; then
+        echo "error: $1 '$2' must be a plain name (letters, digits, '_', '.', '-'; no '/' or '..')" >&2
+        exit 2
+    fi
+}
+
 check_configs() {  # <dataset> <TRAINER> <cfg>
+    check_name dataset "$1"
+    check_name trainer "$2"
+    check_name config "$3"
     local ds_cfg="$REPO/configs/datasets/$1.yaml" tr_cfg="$TRAINER_CONFIGS/$2/$3.yaml"
     if [[ ! -f "$ds_cfg" ]]; then
         echo "error: unknown dataset '$1': no $ds_cfg (available: $(ls "$REPO/configs/datasets" | sed 's/\.yaml$//' | tr '\n' ' '))" >&2
@@ -56,20 +70,22 @@ run_seeds() {
     while [[ $# -gt 0 && "$1" != "--" ]]; do flags+=("$1"); shift; done
     [[ $# -gt 0 ]] && shift
     check_configs "$dataset" "$trainer" "$cfg"
-    local failed=0
+    local failed=0 rc
     for seed in $SEEDS; do
         local dir="$OUTPUT/$dataset/$trainer/$run_name/seed$seed"
-        if (cd "$REPO" && "$PYTHON" -m tools.runs is-finished "$dir"); then
-            echo "seed $seed: finished run in $dir, skipping"
-            continue
-        fi
-        echo "seed $seed: running $trainer on $dataset ($run_name) -> $dir"
-        if ! (cd "$REPO" && "$PYTHON" train.py \
+        echo "seed $seed: $trainer on $dataset ($run_name) -> $dir"
+        rc=0
+        (cd "$REPO" && "$PYTHON" train.py \
                 --root "$DATA" --seed "$seed" --trainer "$trainer" \
                 --dataset-config-file "configs/datasets/$dataset.yaml" \
                 --config-file "$TRAINER_CONFIGS/$trainer/$cfg.yaml" \
-                --output-dir "$dir" "${flags[@]}" "$@"); then
-            echo "seed $seed: FAILED (see $dir/log.txt*)" >&2
+                --output-dir "$dir" "${flags[@]}" "$@") || rc=$?
+        if (( rc == 2 )); then  # train.py printed the error; it is the same for every seed
+            local rest="${SEEDS#*"$seed"}"
+            [[ -n "${rest// /}" ]] && echo "not running seeds${rest}: the error above would stop every seed" >&2
+            return 2
+        elif (( rc != 0 )); then
+            echo "seed $seed: FAILED (exit code $rc, see $dir/log.txt*)" >&2
             failed=1
         fi
     done

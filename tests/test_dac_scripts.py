@@ -14,11 +14,11 @@ NEEDED = [REPO / "configs" / "datasets" / f"{d}.yaml" for d in ("dtd", "imagenet
 pytestmark = pytest.mark.skipif(not all(p.is_file() for p in NEEDED),
                                 reason=f"needs the dataset configs {[p.name for p in NEEDED]}")
 
-# stands in for $PYTHON in scripts/common.sh: `-m tools.runs ...` runs for real; `train.py ...` records its argv
-# and writes a finished log (an eval-only one for --eval-only), or fails when its output dir contains FAIL_IN
+# stands in for $PYTHON in scripts/common.sh: `-m tools.runs ...` runs for real; `train.py ...` skips a finished
+# output dir like the real one (printing "skipping"), else records its argv and writes a finished log (an eval-only
+# one for --eval-only), or fails when its output dir contains FAIL_IN
 FAKE_PYTHON = r"""#!/usr/bin/env bash
 if [[ "$1" == "-m" ]]; then exec "@PYTHON@" "$@"; fi
-echo "$*" >> "@CALLS@"
 args=("$@"); out=""; eval_only=0
 for ((i = 0; i < ${#args[@]}; i++)); do
     case "${args[i]}" in
@@ -26,6 +26,8 @@ for ((i = 0; i < ${#args[@]}; i++)); do
         --eval-only) eval_only=1 ;;
     esac
 done
+if "@PYTHON@" -m tools.runs is-finished "$out"; then echo "finished run in $out, skipping"; exit 0; fi
+echo "$*" >> "@CALLS@"
 mkdir -p "$out"
 if [[ -n "${FAIL_IN:-}" && "$out" == *"$FAIL_IN"* ]]; then echo "simulated failure" >&2; exit 1; fi
 if (( eval_only )); then

@@ -78,8 +78,17 @@ def test_resume_continues_exactly(build, tmp_path):
     opts = ("TRAINER.RECLIP.AUTO_EPOCHS", "False")
     full = build(tmp_path / "full", "OPTIM.MAX_EPOCH", "3", *opts)
     full.train()
-    first = build(tmp_path / "resumed", "OPTIM.MAX_EPOCH", "2", *opts)  # "interrupted" after 2 epochs
-    first.train()
+    first = build(tmp_path / "resumed", "OPTIM.MAX_EPOCH", "3", *opts)
+    run_epoch = first.run_epoch
+
+    def interrupted():  # killed at the start of epoch 3, after epoch 2's checkpoint
+        if first.epoch == 2:
+            raise InterruptedError("killed")
+        run_epoch()
+
+    first.run_epoch = interrupted
+    with pytest.raises(InterruptedError):
+        first.train()
     resumed = build(tmp_path / "resumed", "OPTIM.MAX_EPOCH", "3", *opts)
     resumed.train()
     assert resumed.start_epoch == 2

@@ -1,4 +1,4 @@
-"""Reliability under faults (ISSUE 8, item 4), through `train.py` in a subprocess as a user runs it.
+"""Reliability under faults, through `train.py` in a subprocess as a user runs it.
 
 Covered elsewhere and not repeated here: in-process exact resume, weights_only checkpoints, NaN loss naming the
 epoch and batch, unknown config keys (tests/test_base_trainer_dassl.py); FAIR's in-process resume

@@ -199,3 +199,29 @@ def test_generic_trainer_script_runs_any_trainer_with_its_imports_and_configs(tm
         sweep.plan("trainer", [dataset], ["rn50"], [1])
     with pytest.raises(ValueError, match="not as DATASET.NUM_SHOTS"):
         sweep.plan("trainer", [dataset], ["rn50"], [1], shots=[4], opts=["DATASET.NUM_SHOTS", "2"], trainer="CoOp")
+
+
+EXIT_CODE_PYTHON = """#!/usr/bin/env bash
+# fake $PYTHON for scripts/common.sh: records the seed of each train.py call and exits with $FAKE_RC
+for ((i = 1; i <= $#; i++)); do [[ "${!i}" == --seed ]] && { j=$((i + 1)); echo "${!j}" >> "$OUTPUT/seeds.txt"; }; done
+exit "$FAKE_RC"
+"""
+
+
+@pytest.mark.parametrize("rc, seeds_run, script_rc", [(2, ["1"], 2), (1, ["1", "2", "3"], 1), (0, ["1", "2", "3"], 0)])
+def test_common_sh_stops_its_seed_loop_on_an_input_error_only(tmp_path, rc, seeds_run, script_rc):
+    """train.py's exit code 2 (config, dataset, backbone, another run in the folder: every seed would hit it) stops
+    scripts/common.sh after the first seed; any other failure lets the next seeds run."""
+    fake = tmp_path / "python"
+    fake.write_text(EXIT_CODE_PYTHON)
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(os.environ, PYTHON=str(fake), OUTPUT=str(out), DATA=str(tmp_path / "data"), SEEDS="1 2 3",
+               FAKE_RC=str(rc))
+    res = subprocess.run(["bash", "scripts/fair/main.sh", "cub", "vit_b16"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == script_rc, res.stdout + res.stderr
+    assert (out / "seeds.txt").read_text().split() == seeds_run
+    if rc == 2:
+        assert "not running seeds 2 3" in res.stderr

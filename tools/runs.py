@@ -10,8 +10,11 @@ which level is which.
 
 A run is FINISHED when its newest log that holds a result block (CoOp's log lines ``=> result`` then
 ``* accuracy: X%``) is either a training run whose result comes after ``Finish training``, or an eval-only run
-(``eval_only: True`` in the ``** Arguments **`` dump that train.py prints; zero-shot CLIP). Its accuracy is the LAST
-``* accuracy`` printed after the LAST ``=> result`` of that log (earlier result blocks can be validation results).
+(``eval_only: True`` in the ``** Arguments **`` dump that train.py writes to the log); a folder that records its run
+(``run.json``, written at the run's start) is finished only once its ``results.json`` is written too. Its accuracy is
+the LAST ``* accuracy`` printed after the LAST ``=> result`` of that log (earlier result blocks can be validation
+results). A log holding train.py's ``ERROR: <message>`` line is reported as ``failed: <message>``. Whether a finished
+folder holds the run a command asks for (same config and backbone) is decided by train.py (docs/RUNS.md).
 
 Command line (exit code 0 = finished, 1 = not finished; used by scripts/common.sh):
 
@@ -32,6 +35,9 @@ LOG_NAME = "log.txt"
 FINISH_LINE = "Finish training"
 RESULT_LINE = "=> result"
 EVAL_ONLY_LINE = "eval_only: True"
+ERROR_PREFIX = "ERROR: "  # train.py writes the message of a run that stopped on an error into its log
+RUN_FILE = "run.json"  # the run's identity (clip_adapt.checkpoint.RUN_FILE), written at its start
+RESULTS_FILE = "results.json"  # written after the final test
 ACCURACY_RE = re.compile(r"^\* accuracy: ([-+]?\d+(?:\.\d+)?)%\s*$")
 SEED_DIR_RE = re.compile(r"^seed(\d+)$")
 SHOTS_RE = re.compile(r"^(?P<cfg>.+)_(?P<shots>\d+)shots$")
@@ -167,10 +173,13 @@ def parse_log(path) -> LogResult:
     last_result_at = -1
     accuracy = None
     eval_only = False
+    error = None
     with open(path, "r", errors="replace") as f:
         for i, raw in enumerate(f):
             line = raw.strip()
-            if line == FINISH_LINE:
+            if line.startswith(ERROR_PREFIX):
+                error = line[len(ERROR_PREFIX):]
+            elif line == FINISH_LINE:
                 finish_at = i
             elif line == RESULT_LINE:
                 last_result_at = i
@@ -181,6 +190,8 @@ def parse_log(path) -> LogResult:
                 m = ACCURACY_RE.match(line)
                 if m:
                     accuracy = float(m.group(1))
+    if error is not None:
+        return LogResult(path, None, False, eval_only, f"failed: {error}")
     if last_result_at < 0:
         return LogResult(path, None, False, eval_only, "no '=> result' line (still running, crashed or killed)")
     if accuracy is None:
@@ -202,11 +213,20 @@ def run_status(seed_dir) -> RunStatus:
     newest_reason = None
     for log in reversed(logs):
         res = parse_log(log)
-        if res.finished:
+        if res.finished and not result_missing(seed_dir):
             return RunStatus(Path(seed_dir), res.accuracy, log, "")
+        if res.finished:
+            res = LogResult(log, None, False, res.eval_only, f"{RESULTS_FILE} missing (stopped before writing it)")
         if newest_reason is None:
             newest_reason = f"{log.name}: {res.reason}"
     return RunStatus(Path(seed_dir), None, logs[-1], newest_reason)
+
+
+def result_missing(seed_dir) -> bool:
+    """A run that records its identity (run.json, written at its start) is finished only once its results.json
+    is written (after the final test); a log's result lines alone do not make it finished."""
+    d = Path(seed_dir)
+    return (d / RUN_FILE).is_file() and not (d / RESULTS_FILE).is_file()
 
 
 def is_finished(seed_dir) -> bool:

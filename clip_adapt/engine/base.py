@@ -4,22 +4,29 @@ What it changes in Dassl's behaviour, so our trainers work on current torch with
 (DESIGN.md, "The Dassl edge"):
 - LR schedules are torch's own (clip_adapt/optim.py), built by `register_trainable`.
 - Checkpoints hold state dicts only and are loaded with torch's default `weights_only=True`.
-- A checkpoint (models, optimisers, schedulers, RNG states, `extra_state()`) is written atomically after EVERY
-  epoch, so an interrupted run resumes from its output folder at the last finished epoch. `TRAIN.CHECKPOINT_FREQ`
-  only decides which older epoch files are kept.
+- A run's identity is its resolved config and its backbone's sha256, recorded in `run.json` at its start; a
+  folder holding another run is never resumed or overwritten (RunIdentityError naming each differing key).
+- A checkpoint (models, optimisers, schedulers, RNG states, `extra_state()`) is written after EVERY epoch in an
+  order that survives a kill at any moment (`save_model`), so an interrupted run resumes from its output folder at
+  the last complete epoch. `TRAIN.CHECKPOINT_FREQ` only decides which older epoch files are kept.
 - Schedulers are stepped once per epoch: by the trainer's own `self.update_lr()` call at the last batch (CoOp
   style) or, if it did not call it, by `after_epoch`.
 - The final test uses the last-epoch model (no model selection on test labels) and writes `results.json`
   beside log.txt; CoOp's log lines (`Finish training`, `=> result`, `* accuracy: X%`) are kept.
-- A non-finite loss stops the run with an error naming the epoch and the batch.
+- A non-finite loss, non-finite trainable parameters after an optimiser step, or non-finite test logits stop
+  the run with an error naming the epoch and the batch; no result is written.
+- Generic config values (TRAINER.PREC, OPTIM.NAME, ...) are checked before anything is built (ConfigError).
 - Every data loader reads images through `CheckedDatasetWrapper`: an unreadable image (corrupt, truncated,
   vanished) is a DatasetError naming its path instead of a bare PIL error.
 """
 import contextlib
 import datetime
+import glob
 import json
+import math
 import os
 import os.path as osp
+import re
 import time
 
 import torch
@@ -27,10 +34,13 @@ from dassl.data.data_manager import DataManager, DatasetWrapper, build_data_load
 from dassl.engine import TrainerX
 
 from clip_adapt import checkpoint as ckpt
+from clip_adapt.atomic import write_text
+from clip_adapt.checkpoint import CheckpointWriteError, ConfigError, ResumeError, RunIdentityError
 from clip_adapt.cache import FeatureCache
 from clip_adapt.data.errors import DatasetError
-from clip_adapt.clip_loader import checkpoint_fingerprint, load_clip, resolve_checkpoint, resolve_precision
-from clip_adapt.optim import build_optimizer, build_scheduler
+from clip_adapt.clip_loader import (PRECISIONS, checkpoint_fingerprint, load_clip, resolve_checkpoint,
+                                    resolve_precision)
+from clip_adapt.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
 from clip_adapt.prompts import short_name
 
 TRAINER_STATE = "trainer_state.pth.tar"
@@ -49,6 +59,62 @@ class CheckedDatasetWrapper(DatasetWrapper):
             raise DatasetError(f"unreadable image {path}: {type(e).__name__}: {e}", path) from e
 
 
+# Generic config values every trainer of this project reads: key -> allowed values (compared in lower case).
+CFG_CHOICES = {
+    "TRAINER.PREC": PRECISIONS,
+    "OPTIM.NAME": OPTIMIZERS,
+    "OPTIM.LR_SCHEDULER": SCHEDULERS,
+    "OPTIM.WARMUP_TYPE": ("constant", "linear"),
+    "TEST.SPLIT": ("val", "test"),
+    "TEST.FINAL_MODEL": ("last_step",),  # the last-epoch model is tested (no model selection)
+    "DATASET.SUBSAMPLE_CLASSES": ("all", "base", "new"),
+}
+PLAIN_NAME_KEYS = ("DATASET.NAME", "TRAINER.NAME")  # registry names, also used in file and folder names
+
+
+def is_plain_name(name):
+    """A plain name: letters, digits, `_`, `.`, `-`, and no `..` (cannot point outside a folder)."""
+    return bool(re.fullmatch(r"[A-Za-z0-9_.-]+", str(name))) and ".." not in str(name)
+
+
+def check_generic_cfg(cfg):
+    """Raise ConfigError naming the key, the value and what is allowed, for the config values shared by every
+    trainer (CFG_CHOICES, plain names, a finite positive OPTIM.LR, OPTIM.MAX_EPOCH >= 1). Called by train.py
+    after the merge and by CLIPAdaptTrainer before anything is built."""
+    def get(key):
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    for key, allowed in CFG_CHOICES.items():
+        value = get(key)
+        if str(value).lower() not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+    for key in PLAIN_NAME_KEYS:
+        value = get(key)
+        if value and not is_plain_name(value):
+            raise ConfigError(f"{key} must be a plain name ([A-Za-z0-9_.-]+, no '..'); got {value!r}")
+    lr = cfg.OPTIM.LR
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"OPTIM.LR must be a finite number > 0; got {lr!r}")
+    if int(cfg.OPTIM.MAX_EPOCH) < 1:
+        raise ConfigError(f"OPTIM.MAX_EPOCH must be >= 1; got {cfg.OPTIM.MAX_EPOCH!r}")
+
+
+def check_output_folder(directory, identity, what="run"):
+    """`directory` holds no run, or this very run (same config and backbone, see clip_adapt.checkpoint.run_identity);
+    else RunIdentityError naming each differing key, old -> new, and how to start this run fresh."""
+    ckpt.check_identity(directory, identity, what)
+    if ckpt.read_identity(directory) is None:
+        found = [f for f in (TRAINER_STATE, RESULTS) if osp.exists(osp.join(directory, f))]
+        if found:
+            raise RunIdentityError(
+                f"{directory} holds {' and '.join(found)} but no {ckpt.RUN_FILE} recording the config and "
+                f"backbone they were made with, so it cannot be verified to be this run. To run this config, "
+                + ckpt.FORCE_FRESH_HINT.format(folder=directory))
+
+
 def default_feature_cache_dir():
     return os.environ.get("CLIP_ADAPT_CACHE") or osp.join(osp.expanduser("~"), ".cache", "clip_adapt")
 
@@ -62,6 +128,13 @@ class CLIPAdaptTrainer(TrainerX):
         self.backbone_id = None
         self.precision = "fp32"
         self.last_result = None
+        check_generic_cfg(cfg)
+        try:  # a trainer's own checks (Dassl calls check_cfg again): a bad value is a ConfigError
+            self.check_cfg(cfg)
+        except ConfigError:
+            raise
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
         super().__init__(cfg)
 
     def build_data_loader(self):
@@ -124,6 +197,8 @@ class CLIPAdaptTrainer(TrainerX):
             self._save_filters[name] = {n for n, p in module.named_parameters() if p.requires_grad}
         elif save != "all":
             raise ValueError(f"save must be 'all' or 'trainable', got {save!r}")
+        names = {id(p): n for n, p in module.named_parameters()}
+        optim.register_step_post_hook(lambda opt, args, kwargs: self.check_finite_params(name, opt, names))
         self.register_model(name, module, optim, sched)
         return optim, sched
 
@@ -134,16 +209,36 @@ class CLIPAdaptTrainer(TrainerX):
     def load_extra_state(self, state):
         """Restore what `extra_state()` returned. Override in trainers."""
 
-    # ---- loss checks ----------------------------------------------------------------------------------
+    # ---- non-finite checks: no result from a broken state ---------------------------------------------
+    def _where(self):
+        batch = getattr(self, "batch_idx", 0) + 1
+        return f"epoch {self.epoch + 1}/{self.max_epoch}, batch {batch}/{getattr(self, 'num_batches', '?')}"
+
+    def _stopping(self):
+        return f"stopping; no result is written (the last complete checkpoint is kept in {self.output_dir})"
+
     def check_loss(self, loss):
         if not torch.isfinite(loss).all():
-            batch = getattr(self, "batch_idx", 0) + 1
-            nb = getattr(self, "num_batches", "?")
             raise FloatingPointError(
-                f"non-finite loss ({loss.detach().float().cpu().tolist()}) at epoch {self.epoch + 1}/"
-                f"{self.max_epoch}, batch {batch}/{nb}; stopping (the last checkpoint is kept in "
-                f"{self.output_dir})"
-            )
+                f"non-finite loss ({loss.detach().float().cpu().tolist()}) at {self._where()}; {self._stopping()}")
+
+    def check_finite_params(self, name, optim, param_names=None):
+        """After every optimiser step (a hook register_trainable installs): its parameters must be finite."""
+        params = [p for group in optim.param_groups for p in group["params"]]
+        # the max-abs norm is finite iff every entry is (no overflow, unlike a 2-norm); one sync per step
+        if not params or bool(torch.isfinite(torch.stack(torch._foreach_norm(params, float("inf")))).all()):
+            return
+        bad = next(p for p in params if not torch.isfinite(p).all())
+        pname = (param_names or {}).get(id(bad), f"a {tuple(bad.shape)} tensor")
+        raise FloatingPointError(f"non-finite trainable parameters ({pname} of {name!r}) after the optimiser step "
+                                 f"at {self._where()}; {self._stopping()}")
+
+    def check_logits(self, logits, split, batch):
+        """Every evaluation batch's logits must be finite (called on each test batch)."""
+        if not torch.isfinite(logits).all():
+            raise FloatingPointError(
+                f"non-finite logits in the evaluation on the {split} split, batch {batch} (model after epoch "
+                f"{self.epoch + 1}/{self.max_epoch}); stopping; no result is written")
 
     def detect_anomaly(self, loss):  # Dassl's model_backward calls this
         self.check_loss(loss)
@@ -174,50 +269,113 @@ class CLIPAdaptTrainer(TrainerX):
             raise RuntimeError(f"checkpoint of {name!r} does not match the model (unexpected: {unexpected[:5]})")
 
     def save_model(self, epoch, directory, is_best=False, val_result=None, model_name=""):
-        """Save every registered model as `<dir>/<name>/model.pth.tar-<epoch+1>`, then the trainer state.
+        """Save epoch `epoch + 1`, crash-safe: a kill at any moment leaves a folder that resumes exactly.
 
-        The trainer state is written last, so its presence means the model files of that epoch are complete.
+        1. every registered model as `<dir>/<name>/model.pth.tar-<n>` (each written atomically, durable);
+        2. the commit: `<dir>/trainer_state.pth.tar` naming epoch n (RNG states, `extra_state()`), written only
+           once all of epoch n's model files are on disk -- resume reads the epoch from it;
+        3. Dassl's `<dir>/<name>/checkpoint` pointer; 4. older epoch files (unless kept by TRAIN.CHECKPOINT_FREQ)
+           and leftovers of interrupted writes are removed, never before their successor is committed.
+        A failed write (full disk) is a CheckpointWriteError naming the file; the previous epoch stays intact.
         """
         n_epoch = epoch + 1
+        target = None
+        try:
+            fnames = {}
+            for name in self.get_model_names():
+                optim, sched = self._optims[name], self._scheds[name]
+                state = {
+                    "state_dict": self._model_state(name),
+                    "epoch": n_epoch,
+                    "optimizer": optim.state_dict() if optim is not None else None,
+                    "scheduler": sched.state_dict() if sched is not None else None,
+                    "val_result": val_result,
+                }
+                fnames[name] = model_name or f"model.pth.tar-{n_epoch}"
+                target = osp.join(directory, name, fnames[name])
+                ckpt.save(state, target)
+            if model_name:  # a named extra checkpoint is not a resume point
+                return
+            target = osp.join(directory, TRAINER_STATE)
+            ckpt.save({"epoch": n_epoch, "rng": ckpt.rng_state(), "extra": self.extra_state()}, target)
+            for name, fname in fnames.items():
+                target = osp.join(directory, name, "checkpoint")
+                write_text(target, fname + "\n")
+        except OSError as e:
+            raise CheckpointWriteError(
+                f"cannot write {target}: {e.strerror or e}; the last complete checkpoint (epoch {n_epoch - 1}) in "
+                f"{directory} is intact: fix this (e.g. free disk space) and rerun the same command to resume"
+            ) from e
+        self._prune_checkpoints(directory, n_epoch)
+
+    def _prune_checkpoints(self, directory, n_epoch):
+        """Remove model files of epochs before `n_epoch` (except every TRAIN.CHECKPOINT_FREQ-th) and temporary
+        files of interrupted writes; only called after epoch `n_epoch` is committed."""
         freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        leftovers = glob.glob(osp.join(directory, TRAINER_STATE + ".*.part"))
         for name in self.get_model_names():
-            optim, sched = self._optims[name], self._scheds[name]
-            state = {
-                "state_dict": self._model_state(name),
-                "epoch": n_epoch,
-                "optimizer": optim.state_dict() if optim is not None else None,
-                "scheduler": sched.state_dict() if sched is not None else None,
-                "val_result": val_result,
-            }
             folder = osp.join(directory, name)
-            fname = model_name or f"model.pth.tar-{n_epoch}"
-            ckpt.save(state, osp.join(folder, fname))
-            with open(osp.join(folder, "checkpoint"), "w") as f:
-                f.write(fname + "\n")
-            previous = osp.join(folder, f"model.pth.tar-{n_epoch - 1}")
-            keep_previous = freq > 0 and (n_epoch - 1) % freq == 0
-            if n_epoch > 1 and not keep_previous and osp.exists(previous):
-                os.remove(previous)
-        ckpt.save({"epoch": n_epoch, "rng": ckpt.rng_state(), "extra": self.extra_state()},
-                  osp.join(directory, TRAINER_STATE))
+            leftovers += glob.glob(osp.join(folder, "*.part"))
+            for path in glob.glob(osp.join(folder, "model.pth.tar-*")):
+                tail = path.rsplit("-", 1)[1]
+                if tail.isdigit() and int(tail) < n_epoch and not (freq > 0 and int(tail) % freq == 0):
+                    leftovers.append(path)
+        for path in leftovers:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+
+    def run_identity(self, **mode):
+        """This run's identity (clip_adapt.checkpoint.run_identity): resolved config + backbone sha256 [+ mode]."""
+        return ckpt.run_identity(self.cfg, self.backbone_id, **mode)
+
+    def begin_run(self, **mode):
+        """Check OUTPUT_DIR holds no other run, then record this run's identity there (`run.json`).
+
+        Called at the start of training (`before_train`) and by train.py before an evaluation (mode: eval_only,
+        model_dir, load_epoch)."""
+        identity = self.run_identity(**mode)
+        check_output_folder(self.output_dir, identity)
+        try:
+            ckpt.record_identity(self.output_dir, identity)
+        except OSError as e:
+            raise CheckpointWriteError(f"cannot write {osp.join(self.output_dir, ckpt.RUN_FILE)}: "
+                                       f"{e.strerror or e}") from e
+
+    def before_train(self):
+        self.begin_run()
+        super().before_train()
 
     def resume_model_if_exist(self, directory):
+        """Resume from the epoch `<dir>/trainer_state.pth.tar` names, after checking the folder was made by this
+        very run (same config and backbone, see begin_run); an unreadable or incomplete checkpoint is a
+        ResumeError naming the file."""
         state_file = osp.join(directory, TRAINER_STATE)
         if not osp.exists(state_file):
             print("No checkpoint found, train from scratch")
             return 0
-        state = ckpt.load(state_file)
-        epoch = int(state["epoch"])
-        for name in self.get_model_names():
-            path = osp.join(directory, name, f"model.pth.tar-{epoch}")
-            saved = ckpt.load(path, map_location=self.device)
-            self._load_model_state(name, saved["state_dict"])
-            if self._optims[name] is not None and saved["optimizer"] is not None:
-                self._optims[name].load_state_dict(saved["optimizer"])
-            if self._scheds[name] is not None and saved["scheduler"] is not None:
-                self._scheds[name].load_state_dict(saved["scheduler"])
-        self.load_extra_state(state.get("extra", {}))
-        ckpt.set_rng_state(state["rng"])
+        check_output_folder(directory, self.run_identity(), "checkpoint")
+        fresh = (f"to start fresh, delete {directory} or write this run elsewhere (scripts: OUTPUT=<another folder>;"
+                 f" train.py: --output-dir <another folder>)")
+        try:
+            state = ckpt.load(state_file)
+            epoch = int(state["epoch"])
+            for name in self.get_model_names():
+                path = osp.join(directory, name, f"model.pth.tar-{epoch}")
+                if not osp.exists(path):
+                    raise ResumeError(f"the checkpoint of epoch {epoch} in {directory} is incomplete: {path} is "
+                                      f"missing; {fresh}")
+                saved = ckpt.load(path, map_location=self.device)
+                self._load_model_state(name, saved["state_dict"])
+                if self._optims[name] is not None and saved["optimizer"] is not None:
+                    self._optims[name].load_state_dict(saved["optimizer"])
+                if self._scheds[name] is not None and saved["scheduler"] is not None:
+                    self._scheds[name].load_state_dict(saved["scheduler"])
+            self.load_extra_state(state.get("extra", {}))
+            ckpt.set_rng_state(state["rng"])
+        except ResumeError:
+            raise
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError) as e:
+            raise ResumeError(f"cannot resume from {directory}: {e}; {fresh}") from e
         print(f"Found checkpoint at {directory} (will resume training from epoch {epoch + 1})")
         return epoch
 
@@ -228,26 +386,35 @@ class CLIPAdaptTrainer(TrainerX):
                 print("Note: no --model-dir given; evaluating the model as built")
             return
         state_file = osp.join(directory, TRAINER_STATE)
-        if epoch is None and osp.exists(state_file):
-            epoch = int(ckpt.load(state_file)["epoch"])
-        for name in self.get_model_names():
-            if epoch is None:
-                pointer = osp.join(directory, name, "checkpoint")
-                if not osp.exists(pointer):
-                    raise FileNotFoundError(f"no checkpoint of {name!r} in {directory} (missing {pointer})")
-                fname = open(pointer).read().strip()
-            else:
-                fname = f"model.pth.tar-{epoch}"
-            path = osp.join(directory, name, fname)
-            saved = ckpt.load(path, map_location=self.device)
-            print(f"Load {path} to {name} (epoch={saved['epoch']})")
-            self._load_model_state(name, saved["state_dict"])
-        if osp.exists(state_file):
-            self.load_extra_state(ckpt.load(state_file).get("extra", {}))
+        try:
+            if epoch is None and osp.exists(state_file):
+                epoch = int(ckpt.load(state_file)["epoch"])
+            for name in self.get_model_names():
+                if epoch is None:
+                    pointer = osp.join(directory, name, "checkpoint")
+                    if not osp.exists(pointer):
+                        raise FileNotFoundError(f"no checkpoint of {name!r} in {directory} (missing {pointer})")
+                    fname = open(pointer).read().strip()
+                else:
+                    fname = f"model.pth.tar-{epoch}"
+                path = osp.join(directory, name, fname)
+                saved = ckpt.load(path, map_location=self.device)
+                print(f"Load {path} to {name} (epoch={saved['epoch']})")
+                self._load_model_state(name, saved["state_dict"])
+            if osp.exists(state_file):
+                self.load_extra_state(ckpt.load(state_file).get("extra", {}))
+        except (OSError, RuntimeError) as e:
+            raise ResumeError(f"cannot load the model to evaluate from {directory} (--model-dir): {e}") from e
 
     # ---- train / test ---------------------------------------------------------------------------------
     def test(self, split=None):
-        result = super().test(split)
+        """Dassl's test loop, every batch's logits checked to be finite (check_logits)."""
+        evaluator = self.evaluator
+        self.evaluator = _FiniteLogits(evaluator, self, split or self.cfg.TEST.SPLIT)
+        try:
+            result = super().test(split)
+        finally:
+            self.evaluator = evaluator
         self.last_result = float(result)
         return result
 
@@ -266,6 +433,26 @@ class CLIPAdaptTrainer(TrainerX):
         data = {"accuracy": self.last_result, "trainer": self.cfg.TRAINER.NAME, "dataset": self.cfg.DATASET.NAME,
                 "backbone": self.cfg.MODEL.BACKBONE.NAME, "backbone_sha256": self.backbone_id,
                 "seed": self.cfg.SEED, "epochs": self.max_epoch, **extra}
-        os.makedirs(self.output_dir, exist_ok=True)
-        with open(osp.join(self.output_dir, RESULTS), "w") as f:
-            json.dump(data, f, indent=2)
+        if self.last_result is None or not math.isfinite(self.last_result):
+            raise FloatingPointError(f"no finite test accuracy to write (got {self.last_result}); no result is written")
+        path = osp.join(self.output_dir, RESULTS)
+        try:
+            write_text(path, json.dumps(data, indent=2))
+        except OSError as e:
+            raise CheckpointWriteError(f"cannot write {path}: {e.strerror or e}; rerun the same command to "
+                                       f"write it (the checkpoints are intact)") from e
+
+
+class _FiniteLogits:
+    """Wraps Dassl's evaluator during `test`: each batch's output goes through trainer.check_logits first."""
+
+    def __init__(self, evaluator, trainer, split):
+        self._evaluator, self._trainer, self._split, self._batch = evaluator, trainer, split, 0
+
+    def process(self, output, label):
+        self._batch += 1
+        self._trainer.check_logits(output, self._split, self._batch)
+        return self._evaluator.process(output, label)
+
+    def __getattr__(self, name):
+        return getattr(self._evaluator, name)
