@@ -132,7 +132,8 @@ print("clip_adapt", clip_adapt.__file__)
 TINY = ["INPUT.SIZE", "(32, 32)", "DATALOADER.NUM_WORKERS", "0", "USE_CUDA", "False"]
 FAST = {
     "FAIR": ["OPTIM.MAX_EPOCH", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "TRAINER.FAIR.N_CROPS", "2",
-             "TRAINER.FAIR.TOPK_CROPS", "2", "TRAINER.FAIR.DESCRIPTIONS_DOWNLOAD", "False"],
+             "TRAINER.FAIR.TOPK_CROPS", "2", "TRAINER.FAIR.DESCRIPTIONS_DOWNLOAD", "False",
+             "TRAINER.FAIR.DESCRIPTIONS_FALLBACK", "template"],  # no description files offline
     "ReCLIP": ["OPTIM.MAX_EPOCH", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "4"],
     "DAC": ["OPTIM.MAX_EPOCH", "1", "DATALOADER.TRAIN_X.BATCH_SIZE", "4", "DATASET.NUM_SHOTS", "2"],
     "ZSCLIP": [],
