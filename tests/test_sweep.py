@@ -12,7 +12,8 @@ from tests.conftest import REPO
 from tools import runs, sweep
 
 FAKE = r"""#!/usr/bin/env bash
-# fake scripts/{method}/main.sh: records its call, fails on dataset "broken", else writes a finished log
+# fake scripts/{method}/main.sh: records its call, fails on dataset "broken", else writes a finished log; like
+# train.py, it skips a finished folder made with the same arguments and refuses one made with others (exit 2)
 set -eu
 echo "$SEEDS $*" >> "$OUTPUT/calls.txt"
 dataset="$1"; cfg="$2"; shift 2
@@ -20,7 +21,12 @@ dataset="$1"; cfg="$2"; shift 2
 [[ "$dataset" == broken ]] && {{ echo "boom" >&2; exit 3; }}
 [[ "$dataset" == silent ]] && exit 0
 dir="$OUTPUT/$dataset/{trainer}/$run/seed$SEEDS"
+if [[ -f "$dir/args" ]]; then
+    [[ "$(cat "$dir/args")" == "$*" ]] && exit 0
+    echo "error: $dir holds another run" >&2; exit 2
+fi
 mkdir -p "$dir"
+echo "$*" > "$dir/args"
 printf 'Finish training\n=> result\n* accuracy: 5%s.0%%\n' "$SEEDS" > "$dir/log.txt"
 """
 
@@ -71,14 +77,20 @@ def test_skips_finished_seeds_and_continues_past_a_failed_run(env):
     # the failure of "broken" did not stop "cub"; both of broken's seeds are named at the end
     assert runs.is_finished(out / "cub/FAIR/vit_b16/seed1") and runs.is_finished(out / "cub/FAIR/vit_b16/seed2")
     summary = first.stdout[first.stdout.index("sweep:"):]
-    assert "2 ran, 0 skipped (finished), 2 failed" in summary
+    assert "2 ran, 0 skipped (finished, same run), 2 failed" in summary
     assert "FAILED fair broken vit_b16 seed1" in summary and "FAILED fair broken vit_b16 seed2" in summary
     n_calls = len(_calls(out))
     assert n_calls == 4
     second = _sweep(e, "--method", "fair", "--datasets", "cub", "--cfgs", "vit_b16", "--seeds", "1,2,3")
     assert second.returncode == 0, second.stdout + second.stderr
-    assert "1 ran, 2 skipped" in second.stdout
-    assert _calls(out)[n_calls:] == ["3 cub vit_b16"]  # only the unfinished seed ran
+    assert "1 ran, 2 skipped (finished, same run)" in second.stdout
+    # finished seeds go through the script too (train.py verifies they are the same run), then the new seed
+    assert _calls(out)[n_calls:] == ["1 cub vit_b16", "2 cub vit_b16", "3 cub vit_b16"]
+    changed = _sweep(e, "--method", "fair", "--datasets", "cub", "--cfgs", "vit_b16", "--seeds", "1",
+                     "--", "OPTIM.LR", "0.5")
+    assert changed.returncode == 1  # a finished run with other settings is never taken for this one
+    assert "0 ran, 0 skipped (finished, same run), 1 failed" in changed.stdout
+    assert "is not this run" in changed.stdout and "holds another run" in changed.stderr
 
 
 def test_zero_exit_without_a_finished_run_is_a_failure(env):

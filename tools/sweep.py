@@ -8,9 +8,11 @@
         python -m tools.sweep --method trainer --trainer CoOp --datasets dtd --cfgs rn50 --shots 1,16
 
 Each (dataset, cfg, shots, seed) is one invocation `SEEDS=<s> bash <scripts-dir>/<method>/main.sh <dataset> <cfg>
-[<shots>] [KEY VALUE ...]`, so a failure is reported per seed. A seed folder that already holds a finished run
-(tools/runs.py decides) is skipped. A failed run does not stop the sweep: failures are listed at the end and the
-exit code is 1. `--dry-run` prints what would run (and what would be skipped) and runs nothing.
+[<shots>] [KEY VALUE ...]`, so a failure is reported per seed. A seed folder that already holds a finished run is
+handed to train.py too, which compares the run's stored identity (resolved config, backbone sha256; docs/RUNS.md)
+with the new one: the same run is skipped in seconds, another run is an error naming the differing keys (listed as
+a failure). A failed run does not stop the sweep: failures are listed at the end and the exit code is 1.
+`--dry-run` prints what would run (and which seeds are finished, to be verified) and runs nothing.
 
 `--slurm` submits the same invocations as a SLURM job array through submitit (`pip install submitit`, or the
 `slurm` extra of setup.py), waits for them and reports failures the same way (`--no-wait`: print job ids and exit).
@@ -160,11 +162,29 @@ def split_finished(jobs: Sequence[Job]):
     return todo, done
 
 
+def verify_finished(done: Sequence[Job], report: Report, dry_run: bool, out=sys.stdout):
+    """Finished seeds go through train.py, which skips them only when their stored identity equals the job's."""
+    for j in done:
+        if dry_run:
+            print(f"[finished] {j.describe()}: {j.seed_dir} (train.py checks it is the same run)", file=out)
+            continue
+        print(f"[verify] {j.describe()}: finished run in {j.seed_dir}", file=out, flush=True)
+        try:
+            rc = run_job(j)
+        except OSError as e:
+            rc = -1
+            print(e, file=sys.stderr)
+        if rc == 0:
+            report.skipped.append(j)
+        else:
+            report.failed.append((j, f"the finished run in {j.seed_dir} is not this run (exit status {rc}, "
+                                     f"the error above names the differing keys)"))
+
+
 def run_local(jobs: Sequence[Job], dry_run: bool = False, out=sys.stdout) -> Report:
     report = Report()
-    todo, report.skipped = split_finished(jobs)
-    for j in report.skipped:
-        print(f"[skip] {j.describe()}: finished run in {j.seed_dir}", file=out)
+    todo, done = split_finished(jobs)
+    verify_finished(done, report, dry_run, out)
     for i, j in enumerate(todo, 1):
         if dry_run:
             print(f"[dry-run] {j.command_line()}", file=out)
@@ -193,12 +213,12 @@ def _submitit():
 
 
 def run_slurm(jobs: Sequence[Job], args, out=sys.stdout) -> Report:
-    """Submit the unfinished jobs as one job array through submitit; wait unless --no-wait."""
+    """Submit the unfinished jobs as one job array through submitit (finished seeds are verified here, as in a
+    local sweep); wait unless --no-wait."""
     submitit = _submitit()
     report = Report()
-    todo, report.skipped = split_finished(jobs)
-    for j in report.skipped:
-        print(f"[skip] {j.describe()}: finished run in {j.seed_dir}", file=out)
+    todo, done = split_finished(jobs)
+    verify_finished(done, report, args.dry_run, out)
     if not todo:
         return report
     if args.dry_run:
@@ -235,7 +255,8 @@ def run_slurm(jobs: Sequence[Job], args, out=sys.stdout) -> Report:
 def print_report(report: Report, dry_run: bool, out=sys.stdout):
     if dry_run:
         return
-    print(f"\nsweep: {len(report.ran)} ran, {len(report.skipped)} skipped (finished), {len(report.failed)} failed",
+    print(f"\nsweep: {len(report.ran)} ran, {len(report.skipped)} skipped (finished, same run), "
+          f"{len(report.failed)} failed",
           file=out)
     for j, why in report.failed:
         print(f"  FAILED {j.describe()}: {why} -> {j.seed_dir}", file=out)
