@@ -99,8 +99,8 @@ def test_missing_dataset_error_through_dassl_names_path(tmp_path):
         _build(_cfg(tmp_path, "caltech101"))
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated"])
-def test_unreadable_image_in_a_loader_names_its_path(damage, tmp_path):
+@pytest.mark.parametrize("damage, workers", [("garbage", 0), ("truncated", 0), ("truncated", 1)])
+def test_unreadable_image_in_a_loader_names_its_path(damage, workers, tmp_path):
     from dassl.data.data_manager import build_data_loader
 
     from clip_adapt.engine.base import CheckedDatasetWrapper
@@ -112,10 +112,13 @@ def test_unreadable_image_in_a_loader_names_its_path(damage, tmp_path):
     bad = Path(ds.test[0].impath)
     data = bad.read_bytes()
     bad.write_bytes(b"not an image" if damage == "garbage" else data[: len(data) // 2])
+    cfg.defrost()
+    cfg.DATALOADER.NUM_WORKERS = workers
     loader = build_data_loader(cfg, sampler_type="SequentialSampler", data_source=ds.test, batch_size=2,
                                is_train=False, dataset_wrapper=CheckedDatasetWrapper)
-    with pytest.raises(DatasetError, match=re.escape(str(bad))):
+    with pytest.raises(DatasetError, match=re.escape(str(bad))) as e:
         next(iter(loader))
+    assert "\n" not in str(e.value) and "Traceback" not in str(e.value)  # one line, also from a worker process
 
 
 def test_trainer_loaders_read_through_the_checked_wrapper(tmp_path, dassl_cfg):

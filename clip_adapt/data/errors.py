@@ -19,6 +19,20 @@ class DatasetError(RuntimeError):
         return err
 
 
+class ImageReadError(DatasetError):
+    """An image cannot be read; the message names its path.
+
+    Raised in a DataLoader worker, torch re-raises it in the main process as `ImageReadError(text)`, the text being
+    the worker's whole traceback; the constructor keeps only the original message, so the error stays one line.
+    """
+
+    def __init__(self, message, path=None, hint=""):
+        marker = f"{type(self).__name__}: "
+        if message.startswith("Caught ") and marker in message:  # re-raised from a worker: drop the traceback
+            message = message.rsplit(marker, 1)[1].strip()
+        super().__init__(message, path, hint)
+
+
 def require_dir(path, what="dataset folder"):
     path = Path(path)
     if not path.is_dir():

@@ -22,7 +22,7 @@ from pathlib import Path
 from PIL import Image
 
 from . import catalog, official
-from .errors import DatasetError, require_dir, require_file
+from .errors import DatasetError, ImageReadError, require_dir, require_file
 from ..atomic import write_text
 from .splits import (carve_val, classnames_of, fewshot_cached, fewshot_file_name, read_split, subsample_classes,
                      write_first, write_split)
@@ -240,14 +240,14 @@ def verify_exist(items, image_root, split_file):
 
 
 def open_image(path):
-    """Open an image as RGB; a missing or unreadable file is a DatasetError naming its path."""
+    """Open an image as RGB; a missing or unreadable file is an ImageReadError (a DatasetError) naming its path."""
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
     except FileNotFoundError as e:
-        raise DatasetError(f"image is absent: {path}", path) from e
+        raise ImageReadError(f"image is absent: {path}", path) from e
     except Exception as e:  # PIL.UnidentifiedImageError, truncated files, OSError
-        raise DatasetError(f"unreadable image {path}: {e}", path) from e
+        raise ImageReadError(f"unreadable image {path}: {type(e).__name__}: {e}", path) from e
 
 
 def verify_readable(paths):

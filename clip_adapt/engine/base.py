@@ -37,7 +37,7 @@ from clip_adapt import checkpoint as ckpt
 from clip_adapt.atomic import write_text
 from clip_adapt.checkpoint import CheckpointWriteError, ConfigError, ResumeError, RunIdentityError
 from clip_adapt.cache import FeatureCache
-from clip_adapt.data.errors import DatasetError
+from clip_adapt.data.errors import ImageReadError
 from clip_adapt.clip_loader import (PRECISIONS, checkpoint_fingerprint, load_clip, resolve_checkpoint,
                                     resolve_precision)
 from clip_adapt.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
@@ -56,7 +56,7 @@ class CheckedDatasetWrapper(DatasetWrapper):
             return super().__getitem__(idx)
         except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for unreadable files
             path = self.data_source[idx].impath
-            raise DatasetError(f"unreadable image {path}: {type(e).__name__}: {e}", path) from e
+            raise ImageReadError(f"unreadable image {path}: {type(e).__name__}: {e}", path) from e
 
 
 # Generic config values every trainer of this project reads: key -> allowed values (compared in lower case).

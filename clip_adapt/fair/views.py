@@ -7,10 +7,10 @@ Crops (part 3): N random squares of the full-resolution image, cut in the same w
 reach training. `CropTestDataset` gives evaluation images with their crops (TRAINER.FAIR.TEST_CROPS).
 """
 import torch
-from PIL import Image
 from torchvision import transforms as T
 
-from ..data.errors import DatasetError
+from ..data.errors import ImageReadError  # noqa: F401  (what open_image raises; part of this module's API)
+from ..data.loader import open_image
 
 _INTERPOLATION = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
                   "nearest": T.InterpolationMode.NEAREST}
@@ -42,29 +42,6 @@ def strong_transform(size, interpolation="bicubic", mean=(0.0, 0.0, 0.0), std=(1
     return T.Compose([T.RandomResizedCrop(tuple(size), scale=tuple(crop_scale), interpolation=mode),
                       T.RandomHorizontalFlip(), T.RandAugment(int(num_ops), int(magnitude), interpolation=mode),
                       T.ToTensor(), T.Normalize(mean, std)])
-
-
-class ImageReadError(DatasetError):
-    """An image of a FAIR loader cannot be read; the message names its path.
-
-    Raised in a DataLoader worker, torch re-raises it in the main process as `ImageReadError(text)`, the text being
-    the worker's whole traceback; the constructor keeps only the original message, so the error stays one line.
-    """
-
-    def __init__(self, message, path=None):
-        marker = f"{type(self).__name__}: "
-        if message.startswith("Caught ") and marker in message:  # re-raised from a worker: drop the traceback
-            message = message.rsplit(marker, 1)[1].strip()
-        super().__init__(message, path)
-
-
-def open_image(path):
-    """The RGB image at `path`; an unreadable file (corrupt, truncated, vanished) is an ImageReadError naming it."""
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, ValueError, SyntaxError) as e:  # PIL raises these for unreadable files
-        raise ImageReadError(f"unreadable image {path}: {type(e).__name__}: {e}", path) from e
 
 
 class TwoViewDataset(torch.utils.data.Dataset):
