@@ -279,9 +279,8 @@ def _input_errors():
     from clip_adapt.clip_loader import CheckpointError
     from clip_adapt.data.errors import DatasetError
     from clip_adapt.fair.descriptions import DescriptionsError
-    from clip_adapt.fair.model import FAIRConfigError
 
-    return DatasetError, CheckpointError, DescriptionsError, ConfigError, RunIdentityError, FAIRConfigError
+    return DatasetError, CheckpointError, DescriptionsError, ConfigError, RunIdentityError
 
 
 def _run_errors():

@@ -13,12 +13,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..checkpoint import ConfigError
 from .crops import check_crop_scale, crop_weights, encode_with_crops
 from .las import las_scores
 from .pseudo_labels import MARGIN_MODES, DistributionAlignment, PseudoLabels, fair_loss, pseudo_labels
 
 
-class FAIRConfigError(ValueError):
+class FAIRConfigError(ConfigError):
     """A TRAINER.FAIR value (or another key FAIR reads) is invalid; the message names the key and the value."""
 
 
