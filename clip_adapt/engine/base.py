@@ -29,6 +29,7 @@ from dassl.engine import TrainerX
 from clip_adapt import checkpoint as ckpt
 from clip_adapt.cache import FeatureCache
 from clip_adapt.data.errors import DatasetError
+from clip_adapt.engine.backbone import apply_backbone_preprocessing
 from clip_adapt.clip_loader import checkpoint_fingerprint, load_clip, resolve_checkpoint, resolve_precision
 from clip_adapt.optim import build_optimizer, build_scheduler
 from clip_adapt.prompts import short_name
@@ -66,6 +67,7 @@ class CLIPAdaptTrainer(TrainerX):
 
     def build_data_loader(self):
         """Dassl's data attributes, with images read through CheckedDatasetWrapper (errors name the image)."""
+        apply_backbone_preprocessing(self.cfg)  # an open_clip model's own preprocessing (engine/backbone.py)
         dm = DataManager(self.cfg, dataset_wrapper=CheckedDatasetWrapper)
         self.train_loader_x, self.train_loader_u = dm.train_loader_x, dm.train_loader_u
         self.val_loader, self.test_loader = dm.val_loader, dm.test_loader
