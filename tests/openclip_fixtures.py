@@ -2,8 +2,9 @@
 
 `register()` adds the architectures of tests/openclip_configs/*.json to open_clip (open_clip.add_model_config) and
 a tiny timm trunk: a SigLIP-style ViT (attention-pool head, no projection, 32 px); the ConvNeXt one is timm's
-smallest, convnext_atto. The SigLIP-style model keeps open_clip's CLIP tokenizer as a stand-in: SigLIP's own (sentencepiece, from
-the Hugging Face hub) is not available offline. Importable by `train.py --import tests/openclip_fixtures.py`.
+smallest, convnext_atto. The SigLIP-style model (`tiny-oc-sigmoid`: a logit bias, a text tower without causal mask
+pooled at the last token) keeps open_clip's CLIP tokenizer as a stand-in: SigLIP's own (sentencepiece, from the
+Hugging Face hub) is not available offline. Importable by `train.py --import tests/openclip_fixtures.py`.
 """
 from pathlib import Path
 
@@ -21,7 +22,8 @@ def _register_timm():
     if not timm.is_model("tiny_siglip_vit_test"):
         @register_model
         def tiny_siglip_vit_test(pretrained=False, **kwargs):
-            kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")}
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay",
+                                                                   "cache_dir")}
             kwargs.setdefault("global_pool", "map")
             return VisionTransformer(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2,
                                      class_token=False, **kwargs)

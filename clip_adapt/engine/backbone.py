@@ -25,7 +25,8 @@ def apply_backbone_preprocessing(cfg):
             cfg.INPUT[key] = value
         if frozen:
             cfg.freeze()
-        print("open_clip preprocessing of " + bb.NAME + ": " + ", ".join(f"INPUT.{k} = {v}" for k, v in changes.items()))
+        shown = ", ".join(f"INPUT.{k} = {v}" for k, v in changes.items())
+        print(f"open_clip preprocessing of {bb.NAME}: {shown}")
     if pp.get("resize_mode", "shortest") != "shortest":
         print(f"Note: {bb.NAME} was trained with resize mode {pp['resize_mode']!r}; the loaders resize the short "
               f"side and centre-crop")
