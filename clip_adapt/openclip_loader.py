@@ -113,6 +113,12 @@ def resolve_weights(name, cache_dir=None, download=True):
             raise _error(f"open_clip weights file not found: {path} (MODEL.BACKBONE.NAME {name!r})")
         return path
     pcfg = _pretrained_cfg(arch, weights)
+    if bool(pcfg.get("quick_gelu", False)) != bool(model_config(arch).get("quick_gelu", False)):
+        want = f"{arch}-quickgelu" if pcfg.get("quick_gelu") else arch.removesuffix("-quickgelu")
+        raise _error(f"open_clip {arch} weights {weights!r} were trained with"
+                     f"{'' if pcfg.get('quick_gelu') else 'out'} QuickGELU, which {arch} does"
+                     f"{' not' if pcfg.get('quick_gelu') else ''} use: name open_clip:{want}:{weights} "
+                     f"(MODEL.BACKBONE.NAME)")
     looked = []
     if pcfg.get("hf_hub"):
         repo, files = _hf_candidates(pcfg["hf_hub"])
@@ -128,7 +134,8 @@ def resolve_weights(name, cache_dir=None, download=True):
                     return Path(hit)
         looked.append(f"{' or '.join(files)} of the Hugging Face repo {repo} in the cache {hub_dir}")
     if pcfg.get("url"):
-        url_dir = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "clip"
+        from .clip_loader import default_cache_dir
+        url_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         target = url_dir / os.path.basename(pcfg["url"])
         if target.is_file():
             return target
@@ -189,9 +196,18 @@ def _precision_arg(precision):
 
 
 def build_model(arch, precision="fp32", device="cpu"):
-    """An open_clip model of `arch`, randomly initialised (no weights are looked up or downloaded)."""
+    """An open_clip model of `arch`, randomly initialised (no weights are looked up or downloaded).
+
+    fp16 is open_clip's own half model (its towers' norm layers compute in fp32); timm image towers and Hugging Face
+    text towers have plain norm layers that fail on half inputs with fp32 weights, so they are built in fp32
+    (use TRAINER.PREC amp for mixed precision, as the oc_* configs do)."""
     open_clip = _open_clip()
-    model_config(arch)
+    cfg = model_config(arch)
+    if precision == "fp16" and ("timm_model_name" in cfg.get("vision_cfg", {})
+                                or "hf_model_name" in cfg.get("text_cfg", {})):
+        print(f"Note: open_clip {arch} has a timm or Hugging Face tower: built in fp32 (TRAINER.PREC amp for mixed "
+              f"precision)")
+        precision = "fp32"
     return open_clip.create_model(arch, pretrained=None, precision=_precision_arg(precision), device=device,
                                   pretrained_image=False, pretrained_text=False)
 

@@ -39,6 +39,8 @@ def _load(arch, path):
     ("open_clip:ViT-B-16:no_such_tag",
      r"no pretrained tag 'no_such_tag' for ViT-B-16 \(MODEL.BACKBONE.NAME\); known tags: .*laion2b_s34b_b88k"),
     ("open_clip:ViT-B-16:/nowhere/weights.bin", r"weights file not found: /nowhere/weights.bin"),
+    ("open_clip:ViT-L-14:dfn2b", r"trained with QuickGELU, which ViT-L-14 does not use: name "
+                                 r"open_clip:ViT-L-14-quickgelu:dfn2b"),
 ])
 def test_bad_names_are_one_checkpoint_error_naming_what_was_looked_for(name, match):
     with pytest.raises(CheckpointError, match=match):
