@@ -101,6 +101,9 @@ def test_a_saved_state_dict_loaded_by_path_gives_the_in_memory_models_outputs(sa
     with torch.no_grad():
         assert torch.equal(model.encode_image(images), ref.encode_image(images))
         assert torch.equal(model.encode_text(tokens), ref.encode_text(tokens))
+        logits = model.model(images, tokens)  # open_clip's own forward: features, scale (and bias)
+        want = ref(images, tokens)
+    assert all(torch.equal(a, b) for a, b in zip(logits, want)) and len(logits) == len(want)
     assert torch.equal(model.logit_scale, ref.logit_scale)
     other = fx.build(arch, seed=1)  # a different random model differs: the comparison can fail
     with torch.no_grad():
