@@ -158,9 +158,10 @@ def resolve_weights(name, cache_dir=None, download=True):
 
 
 def resolved_name(name, path):
-    """`open_clip:<arch>:<absolute weights file>`: what `resolve_checkpoint` hands to `load_clip`."""
+    """`open_clip:<arch>:<absolute weights file>`: what `resolve_checkpoint` hands to `load_clip`. Symbolic links
+    are kept (the Hugging Face cache links each snapshot file to a blob without its suffix and folder)."""
     arch, _ = parse_name(name)
-    return f"{PREFIX}{arch}:{Path(path).resolve()}"
+    return f"{PREFIX}{arch}:{os.path.abspath(os.path.expanduser(str(path)))}"
 
 
 def fingerprint(name, sha256_of):

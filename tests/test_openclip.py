@@ -48,14 +48,16 @@ def test_bad_names_are_one_checkpoint_error_naming_what_was_looked_for(name, mat
 
 
 def _fake_hub_file(cache, repo, filename, data=b"weights"):
-    """A file laid out as huggingface_hub caches it (refs/main -> snapshots/<rev>/<file>)."""
+    """A file laid out as huggingface_hub caches it: refs/main -> snapshots/<rev>/<file>, a link to blobs/<hash>."""
     folder = cache / f"models--{repo.replace('/', '--')}"
-    (folder / "refs").mkdir(parents=True)
+    for sub in ("refs", "blobs", "snapshots/0123abcd"):
+        (folder / sub).mkdir(parents=True)
     (folder / "refs" / "main").write_text("0123abcd")
-    snap = folder / "snapshots" / "0123abcd"
-    snap.mkdir(parents=True)
-    (snap / filename).write_bytes(data)
-    return snap / filename
+    blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.write_bytes(data)
+    link = folder / "snapshots" / "0123abcd" / filename
+    link.symlink_to(blob)
+    return link
 
 
 def test_a_tag_resolves_from_the_hugging_face_cache_offline(tmp_path, monkeypatch):
@@ -63,9 +65,31 @@ def test_a_tag_resolves_from_the_hugging_face_cache_offline(tmp_path, monkeypatc
     monkeypatch.setattr("open_clip.download_pretrained", lambda *a, **k: pytest.fail("tried to download"))
     target = _fake_hub_file(tmp_path, "laion/CLIP-ViT-B-16-laion2B-s34B-b88K", "open_clip_model.safetensors")
     got = resolve_checkpoint("open_clip:ViT-B-16:laion2b_s34b_b88k", cache_dir=tmp_path)
-    assert got == f"open_clip:ViT-B-16:{target.resolve()}"
+    assert got == f"open_clip:ViT-B-16:{target}"  # the snapshot's name (its suffix tells safetensors), not the blob's
     sha = hashlib.sha256(b"weights").hexdigest()
     assert checkpoint_fingerprint(got) == f"open_clip:ViT-B-16:{sha}"
+
+
+def test_a_tagged_model_in_the_hugging_face_cache_loads_with_its_tags_preprocessing(tmp_path, monkeypatch, saved):
+    """A tiny model published under a (test) tag: found in the cache offline, read as safetensors through the
+    snapshot's link, its outputs those of the model saved, its preprocessing the tag's."""
+    import open_clip
+
+    real = open_clip.get_pretrained_cfg
+    tag_cfg = {"url": "", "hf_hub": "test-org/tiny-oc-vit/", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
+               "interpolation": "bilinear", "resize_mode": "shortest"}
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg",
+                        lambda arch, tag: dict(tag_cfg) if (arch, tag) == (fx.VIT, "testtag") else real(arch, tag))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    st = fx.save(tmp_path / "w.safetensors", fx.VIT)
+    _fake_hub_file(tmp_path / "hub", "test-org/tiny-oc-vit", "open_clip_model.safetensors", st.read_bytes())
+    name = f"open_clip:{fx.VIT}:testtag"
+    model = load_clip(resolve_checkpoint(name, cache_dir=tmp_path / "hub"))
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.encode_image(images), fx.build(fx.VIT).encode_image(images))
+    assert ocl.preprocess_config(name) == {"size": (32, 32), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
+                                           "interpolation": "bilinear", "resize_mode": "shortest"}
 
 
 @pytest.mark.parametrize("offline,download,why", [("1", True, r"\$HF_HUB_OFFLINE is set"),
