@@ -1,5 +1,5 @@
 """The four trainers on tiny random open_clip models (ViT, ModifiedResNet, a SigLIP-style timm tower with a logit
-bias and a stand-in tokenizer; tests/openclip_fixtures.py) through the oc_* configs, on fixture datasets of real
+bias and a stand-in tokenizer, timm's ConvNeXt for FAIR; tests/openclip_fixtures.py) through the oc_* configs, on fixture datasets of real
 image files: the model's preprocessing reaches cfg.INPUT, the identity reaches results.json and the results table."""
 import hashlib
 import json
@@ -27,7 +27,8 @@ YAML = "configs/trainers/{}/oc_vit_b16_laion.yaml"
 def weights(tmp_path_factory):
     root = tmp_path_factory.mktemp("oc_weights")
     return {fx.VIT: fx.save(root / "vit.pt", fx.VIT), fx.RN: fx.save(root / "rn.bin", fx.RN),
-            fx.SIGMOID: fx.save(root / "sigmoid.safetensors", fx.SIGMOID)}
+            fx.SIGMOID: fx.save(root / "sigmoid.safetensors", fx.SIGMOID),
+            fx.CONVNEXT: fx.save(root / "convnext.pt", fx.CONVNEXT)}
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_zsclip_logits_of_a_sigmoid_model_include_its_logit_bias(build, weights)
     assert torch.allclose(trainer.model_inference(images), want, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", [fx.VIT, fx.RN])
+@pytest.mark.parametrize("arch", [fx.VIT, fx.RN, fx.SIGMOID, fx.CONVNEXT])
 def test_fair_trains_the_open_clip_towers_norm_layers(build, weights, arch):
     trainer = build("FAIR", arch, "OPTIM.MAX_EPOCH", "1", "OPTIM.LR", "0.01", "TRAINER.FAIR.N_CROPS", "2",
                     "TRAINER.FAIR.TOPK_CROPS", "2", "TRAINER.FAIR.DESCRIPTIONS_FALLBACK", "template",
@@ -128,14 +129,15 @@ def test_reclip_trains_both_branches_of_an_open_clip_model(build, weights, arch)
     assert res["backbone"] == f"open_clip:{arch}:{weights[arch]}" and 0.0 <= res["accuracy"] <= 100.0
 
 
-@pytest.mark.parametrize("arch", [fx.VIT, fx.RN])
+@pytest.mark.parametrize("arch", [fx.VIT, fx.RN, fx.SIGMOID])
 def test_dac_trains_on_open_clip_features(build, weights, arch):
     trainer = build("DAC", arch, "DATASET.NUM_SHOTS", "2", "TRAINER.DAC.AUG_PASSES", "2", "TRAINER.DAC.BATCH_SIZE",
                     "4", "OPTIM.MAX_EPOCH", "1", "TRAINER.DAC.SEARCH_ALPHA", "(0.0, 1.0, 2)",
                     "TRAINER.DAC.SEARCH_BETA", "(1.0, 2.0, 2)")
     trainer.train()
     views, _ = trainer.train_views()
-    assert views.shape == (2, 6, 32)  # A passes x N = 3 classes x 2 shots x the tiny model's 32-d features
+    dim = 64 if arch == fx.SIGMOID else 32  # the tiny models' embedding widths
+    assert views.shape == (2, 6, dim)  # A passes x N = 3 classes x 2 shots x D
     res = _results(trainer)
     assert res["backbone_sha256"] == _identity(arch, weights[arch]) and "alpha" in res
 
