@@ -14,7 +14,6 @@ import json
 import os
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 
 PREFIX = "open_clip:"

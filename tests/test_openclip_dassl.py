@@ -1,6 +1,7 @@
 """The four trainers on tiny random open_clip models (ViT, ModifiedResNet, a SigLIP-style timm tower with a logit
-bias and a stand-in tokenizer, timm's ConvNeXt for FAIR; tests/openclip_fixtures.py) through the oc_* configs, on fixture datasets of real
-image files: the model's preprocessing reaches cfg.INPUT, the identity reaches results.json and the results table."""
+bias and a stand-in tokenizer, timm's ConvNeXt for FAIR; tests/openclip_fixtures.py) through the oc_* configs, on
+fixture datasets of real image files: the model's preprocessing reaches cfg.INPUT, the identity reaches results.json
+and the results table."""
 import hashlib
 import json
 import os
