@@ -33,7 +33,9 @@ setup(
     extras_require={
         # what `import dassl` pulls in (Dassl itself: see README)
         "dassl": ["wilds", "pandas", "scikit-learn", "tensorboard", "future"],
-        "test": ["pytest", "submitit"],  # submitit: the SLURM path of tools.sweep, run locally in tests
+        "openclip": ["open-clip-torch>=2.24", "timm", "safetensors", "huggingface_hub"],  # open_clip backbones
+        # submitit: the SLURM path of tools.sweep, run locally in tests; open_clip/timm: the open_clip tests
+        "test": ["pytest", "submitit", "open-clip-torch>=2.24", "timm"],
         "slurm": ["submitit"],
     },
 )

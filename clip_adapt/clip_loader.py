@@ -11,7 +11,9 @@ from pathlib import Path
 
 import torch
 
+from . import openclip_loader
 from .download import ChecksumError, download_verified, file_digest
+from .openclip_loader import is_openclip_name
 
 # Facts from the openai-clip package (clip/clip.py): the sha256 is the second-to-last URL component.
 _BASE = "https://openaipublic.azureedge.net/clip/models"
@@ -49,8 +51,11 @@ def default_cache_dir():
 def checkpoint_fingerprint(path):
     """sha256 of a checkpoint file, memoised in a `<file>.sha256.json` stamp keyed by size and mtime.
 
-    Used to verify cached files cheaply and as the backbone part of feature-cache keys.
+    Used to verify cached files cheaply and as the backbone part of feature-cache keys. For an open_clip name
+    (`open_clip:<arch>:<file>`, as `resolve_checkpoint` returns it): `open_clip:<arch>:<sha256 of the file>`.
     """
+    if is_openclip_name(path):
+        return openclip_loader.fingerprint(path, checkpoint_fingerprint)
     path = Path(path)
     st = path.stat()
     stamp = path.with_name(path.name + ".sha256.json")
@@ -78,8 +83,15 @@ def _download(url, target, expected_sha256):
 
 
 def resolve_checkpoint(name_or_path, cache_dir=None, download=True):
-    """Return the local file for a CLIP name or a checkpoint path (see module docstring)."""
+    """Return the local file for a CLIP name or a checkpoint path (see module docstring).
+
+    An open_clip name (`open_clip:<arch>:<tag or file>`, clip_adapt/openclip_loader.py) resolves to
+    `open_clip:<arch>:<absolute weights file>`, which `checkpoint_fingerprint` and `load_clip` accept.
+    """
     name_or_path = str(name_or_path)
+    if is_openclip_name(name_or_path):
+        path = openclip_loader.resolve_weights(name_or_path, cache_dir=cache_dir, download=download)
+        return openclip_loader.resolved_name(name_or_path, path)
     if name_or_path in CLIP_MODELS:
         cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         target = cache_dir / CLIP_MODELS[name_or_path].split("/")[1]
@@ -163,10 +175,13 @@ def load_clip(name_or_path, device="cpu", precision="fp32", cache_dir=None, down
     """Build a `clip.model.CLIP` from a name or file, in eval mode, on `device`.
 
     fp16 keeps CLIP's half weights (as OpenAI ships them); fp32 and amp hold fp32 weights (amp autocasts).
+    An open_clip name gives an `OpenCLIPModel` (clip_adapt/openclip_loader.py) with the same interface.
     """
     from clip.model import build_model
 
     path = resolve_checkpoint(name_or_path, cache_dir=cache_dir, download=download)
+    if is_openclip_name(path):
+        return openclip_loader.load_openclip(path, device=device, precision=resolve_precision(precision, device))
     state_dict = read_state_dict(path)
     try:
         model = build_model(state_dict)  # converts weights to fp16

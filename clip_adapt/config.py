@@ -34,6 +34,9 @@ def _declared():
     cfg.MODEL.BACKBONE.CACHE_DIR = ""  # where named checkpoints live; "" = $CLIP_CACHE_DIR or ~/.cache/clip
     cfg.MODEL.BACKBONE.DOWNLOAD = True  # download a missing named checkpoint (sha256-verified)
     cfg.TRAINER.PREC = "fp16"  # fp16 | fp32 | amp (forced to fp32 on CPU)
+    # ---- shared: open_clip backbones (MODEL.BACKBONE.NAME "open_clip:<arch>:<tag or weights file>", docs/OPENCLIP.md)
+    cfg.MODEL.BACKBONE.OPENCLIP_PREPROCESS = True  # INPUT.SIZE/PIXEL_MEAN/PIXEL_STD/INTERPOLATION still at Dassl's
+    #                                                defaults take the open_clip model's values; False: keep them
     cfg.TRAINER.FEATURE_CACHE_DIR = ""  # on-disk text/image feature caches; "" = $CLIP_ADAPT_CACHE or ~/.cache/clip_adapt
 
     # ---- shared: optimisation (torch-native schedulers, see clip_adapt/optim.py) ----------------

@@ -6,15 +6,25 @@ import torch.nn.functional as F
 from .prompts import fill
 
 
+def tokenize(model, texts):
+    """Token ids of `texts` for `model`: its own tokenizer (an open_clip model's, clip_adapt/openclip_loader.py),
+    else `clip.tokenize` (truncating to 77 tokens)."""
+    if hasattr(model, "tokenize"):
+        return model.tokenize(texts)
+    return clip.tokenize(texts, truncate=True)
+
+
 def encode_texts(model, texts, batch_size=256, device=None, normalize=True):
     """Embed a list of strings with `model.encode_text` in batches (no gradient); returns N x D float32."""
     device = device or next(model.parameters()).device
     out = []
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
-            tokens = clip.tokenize(texts[i:i + batch_size], truncate=True).to(device)
+            tokens = tokenize(model, texts[i:i + batch_size]).to(device)
             out.append(model.encode_text(tokens).float())
-    feats = torch.cat(out) if out else torch.empty(0, model.text_projection.shape[1], device=device)
+    if not out:
+        return torch.empty(0, getattr(model, "embed_dim", None) or model.text_projection.shape[1], device=device)
+    feats = torch.cat(out)
     return F.normalize(feats, dim=-1) if normalize else feats
 
 

@@ -8,6 +8,8 @@ def encode_images(model, images, normalize=True):
     return F.normalize(feats, dim=-1) if normalize else feats
 
 
-def zero_shot_logits(image_features, text_features, logit_scale):
-    """CLIP's logits s * f . t_c (both normalised), s = exp(logit_scale) (Radford et al. 2021, Fig. 3)."""
-    return logit_scale * image_features @ text_features.t()
+def zero_shot_logits(image_features, text_features, logit_scale, logit_bias=None):
+    """CLIP's logits s * f . t_c (both normalised), s = exp(logit_scale) (Radford et al. 2021, Fig. 3); a sigmoid
+    model's (SigLIP, Zhai et al. 2023, Eq. 1) add its learnt bias b: s * f . t_c + b."""
+    logits = logit_scale * image_features @ text_features.t()
+    return logits if logit_bias is None else logits + logit_bias

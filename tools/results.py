@@ -121,7 +121,12 @@ def backbone_label(name: str, sha256: str = "") -> str:
     first 8 hex digits of its sha256."""
     if not name:
         return ""
-    shown = Path(name).name if ("/" in name and Path(name).suffix) else name
+    if name.startswith("open_clip:"):  # open_clip:<arch>:<tag or weights file>; its identity open_clip:<arch>:<sha256>
+        arch, _, weights = name[len("open_clip:"):].partition(":")
+        shown = f"open_clip:{arch}:{Path(weights).name if '/' in weights else weights}"
+    else:
+        shown = Path(name).name if ("/" in name and Path(name).suffix) else name
+    sha256 = (sha256 or "").rsplit(":", 1)[-1]
     return f"{shown} sha256:{sha256[:8]}" if sha256 else shown
 
 

@@ -38,6 +38,7 @@ from clip_adapt.atomic import write_text
 from clip_adapt.checkpoint import CheckpointWriteError, ConfigError, ResumeError, RunIdentityError
 from clip_adapt.cache import FeatureCache
 from clip_adapt.data.errors import ImageReadError
+from clip_adapt.engine.backbone import apply_backbone_preprocessing
 from clip_adapt.clip_loader import (PRECISIONS, checkpoint_fingerprint, load_clip, resolve_checkpoint,
                                     resolve_precision)
 from clip_adapt.optim import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler
@@ -139,6 +140,7 @@ class CLIPAdaptTrainer(TrainerX):
 
     def build_data_loader(self):
         """Dassl's data attributes, with images read through CheckedDatasetWrapper (errors name the image)."""
+        apply_backbone_preprocessing(self.cfg)  # an open_clip model's own preprocessing (engine/backbone.py)
         dm = DataManager(self.cfg, dataset_wrapper=CheckedDatasetWrapper)
         self.train_loader_x, self.train_loader_u = dm.train_loader_x, dm.train_loader_u
         self.val_loader, self.test_loader = dm.val_loader, dm.test_loader
@@ -172,7 +174,7 @@ class CLIPAdaptTrainer(TrainerX):
         path = resolve_checkpoint(bb.NAME, cache_dir=bb.CACHE_DIR or None, download=bb.DOWNLOAD)
         self.backbone_id = checkpoint_fingerprint(path)
         self.precision = resolve_precision(self.cfg.TRAINER.PREC, self.device)
-        print(f"Loading CLIP {bb.NAME} ({path}, sha256 {self.backbone_id[:12]}) in {self.precision}")
+        print(f"Loading CLIP {bb.NAME} ({path}, sha256 {self.backbone_id.rsplit(":", 1)[-1][:12]}) in {self.precision}")
         return load_clip(path, device=self.device, precision=self.precision)
 
     def autocast(self):

@@ -32,12 +32,14 @@ class ZSCLIP(CLIPAdaptTrainer):
                                               cache=self.feature_cache, backbone_id=self.backbone_id)
         self.text_features = self.text_features.to(self.device)
         self.logit_scale = self.clip_model.logit_scale.exp().float()
+        bias = getattr(self.clip_model, "logit_bias", None)  # SigLIP (open_clip): s * cos + b
+        self.logit_bias = None if bias is None else bias.detach().float()
 
     @torch.no_grad()
     def model_inference(self, image):
         with self.autocast():
             feats = encode_images(self.clip_model, image)
-        return zero_shot_logits(feats, self.text_features, self.logit_scale)
+        return zero_shot_logits(feats, self.text_features, self.logit_scale, self.logit_bias)
 
     def forward_backward(self, batch):
         raise RuntimeError("ZSCLIP trains nothing: run train.py with --eval-only")

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..checkpoint import ConfigError
+from ..norms import module_dtype, norm_parameters, tower_name
 from .crops import check_crop_scale, crop_weights, encode_with_crops
 from .las import las_scores
 from .pseudo_labels import MARGIN_MODES, DistributionAlignment, PseudoLabels, fair_loss, pseudo_labels
@@ -75,11 +76,13 @@ class FAIRSettings:
 
 
 def visual_norm_parameters(visual):
-    """(name, parameter) of the affine parameters of every LayerNorm (ViT) / BatchNorm (ResNet) of the encoder."""
-    out = []
-    for mname, module in visual.named_modules():
-        if isinstance(module, (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)):
-            out += [(f"{mname}.{n}", p) for n, p in module.named_parameters(recurse=False)]
+    """(name, parameter) of the affine parameters of every normalisation layer of the encoder: LayerNorm (ViT),
+    BatchNorm (ResNet), and those of open_clip's towers (timm ViT/ConvNeXt, clip_adapt/norms.py). A tower without
+    any is a FAIRConfigError naming it."""
+    out = norm_parameters(visual)
+    if not out:
+        raise FAIRConfigError(f"FAIR: the image tower {tower_name(visual)} (MODEL.BACKBONE.NAME) has no "
+                              f"normalisation layers to train")
     return out
 
 
@@ -144,7 +147,7 @@ class FAIRModel(nn.Module):
     # ---- scores ---------------------------------------------------------------------------------------------
     @property
     def dtype(self):
-        return self.visual.conv1.weight.dtype
+        return module_dtype(self.visual)
 
     def encode(self, images):
         """Normalised image features (float32) from the encoder in its weight dtype."""

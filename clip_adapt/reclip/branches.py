@@ -7,27 +7,26 @@ template, recomputed with gradient at every step; its image features come from t
 Each branch owns a CLIP copy and keeps it in eval mode: BatchNorm running statistics stay frozen (only the
 affine parameters train), as in the official code, whatever mode the trainer sets.
 """
-import clip
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..prompts import fill
-from ..text import class_embeddings
+from ..norms import norm_parameters, tower_name
+from ..text import class_embeddings, tokenize
 
 
 def visual_norm_parameters(clip_model):
-    """(name, parameter) of every LayerNorm and BatchNorm2d in the visual encoder."""
-    out = []
-    for mname, module in clip_model.visual.named_modules():
-        if isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
-            for pname, p in module.named_parameters(recurse=False):
-                out.append((f"visual.{mname}.{pname}", p))
-    return out
+    """(name, parameter) of every normalisation layer in the visual encoder: LayerNorm and BatchNorm2d in
+    OpenAI CLIP, and those of open_clip's towers (clip_adapt/norms.py)."""
+    return norm_parameters(clip_model.visual, "visual")
 
 
 def text_norm_parameters(clip_model):
-    """(name, parameter) of every LayerNorm of the text transformer, and of ln_final."""
+    """(name, parameter) of every LayerNorm of the text transformer, and of ln_final (an open_clip model: of
+    every normalisation layer of its text tower, `OpenCLIPModel.text_towers`)."""
+    if hasattr(clip_model, "text_towers"):
+        return [item for prefix, tower in clip_model.text_towers() for item in norm_parameters(tower, prefix)]
     out = []
     for mname, module in clip_model.transformer.named_modules():
         if isinstance(module, nn.LayerNorm):
@@ -37,12 +36,12 @@ def text_norm_parameters(clip_model):
     return out
 
 
-def _freeze_except(clip_model, named_params):
+def _freeze_except(clip_model, named_params, what="CLIP model"):
+    if not named_params:
+        raise ValueError(f"ReCLIP: the {what} has no normalisation parameters to train (MODEL.BACKBONE.NAME)")
     clip_model.requires_grad_(False)
     for _, p in named_params:
         p.requires_grad_(True)
-    if not named_params:
-        raise ValueError("ReCLIP: the CLIP model has no normalisation parameters to train")
 
 
 class _Branch(nn.Module):
@@ -67,7 +66,7 @@ class ReCLIPVisual(_Branch):
 
     def __init__(self, clip_model, text_embeddings):
         super().__init__(clip_model)
-        _freeze_except(self.clip, visual_norm_parameters(self.clip))
+        _freeze_except(self.clip, visual_norm_parameters(self.clip), f"image tower {tower_name(self.clip.visual)}")
         self.register_buffer("classifier", F.normalize(text_embeddings.detach().float(), dim=-1).clone())
 
     def set_classifier(self, weights):
@@ -84,11 +83,11 @@ class ReCLIPText(_Branch):
 
     def __init__(self, clip_model, classnames, template, anchor_templates):
         super().__init__(clip_model)
-        _freeze_except(self.clip, text_norm_parameters(self.clip))
+        _freeze_except(self.clip, text_norm_parameters(self.clip), "text encoder")
         self.classnames = list(classnames)
         self.anchor_templates = list(anchor_templates)
         prompts = [fill([template], c)[0] for c in self.classnames]
-        self.register_buffer("tokens", clip.tokenize(prompts, truncate=True), persistent=False)
+        self.register_buffer("tokens", tokenize(self.clip, prompts), persistent=False)
 
     def class_embeddings(self):
         """C x D normalised embeddings of the single-template prompts, with gradient."""
