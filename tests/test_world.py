@@ -1,4 +1,4 @@
-"""The small world's pieces that need no Fashion-MNIST files (bench/world; ISSUE 8)."""
+"""The small world's pieces that need no Fashion-MNIST files (bench/world)."""
 import numpy as np
 import pytest
 import torch
