@@ -327,3 +327,25 @@ def test_coop_layouts_are_found_at_any_depth_and_folded_into_the_run_name(tmp_pa
     pop = by_key(results.aggregate(scanned, std="population"))
     assert pop[("dtd", "CoOp", f"rn50_4shots/{v}")].std == pytest.approx(statistics.pstdev([60.0, 61.0]))
     assert s[("dtd", "CoOp", f"rn50_4shots/{v}")].std == pytest.approx(statistics.stdev([60.0, 61.0]))
+
+
+def test_rows_name_the_prompts_and_recipe_their_results_json_records(tmp_path):
+    """The template set (and ReCLIP's recipe, FAIR's template descriptions) recorded in results.json is shown with
+    the run name in both tables, so rows computed with other prompts are never read as the same method."""
+    for seed in (1, 2):
+        for trainer, cfg, extra in (("ZSCLIP", "vit_b16_clip", {"templates": "clip"}),
+                                    ("ReCLIP", "vit_b16_official", {"templates": "clip", "recipe": "official"}),
+                                    ("FAIR", "vit_b16_templatedesc", {"descriptions": "template"})):
+            d = tmp_path / "dtd" / trainer / cfg / f"seed{seed}"
+            write_log(d, 50.0 + seed, backbone="ViT-B/16")
+            data = json.loads((d / "results.json").read_text())
+            (d / "results.json").write_text(json.dumps({**data, **extra}))
+    s = by_key(results.aggregate(runs.scan(tmp_path)))
+    assert s[("dtd", "ZSCLIP", "vit_b16_clip")].label == "vit_b16_clip [prompts clip]"
+    assert s[("dtd", "ReCLIP", "vit_b16_official")].label == "vit_b16_official [prompts clip, recipe official]"
+    assert s[("dtd", "FAIR", "vit_b16_templatedesc")].label == "vit_b16_templatedesc [template descriptions]"
+    _, rows = results.summary_rows(list(s.values()))
+    assert "vit_b16_official [prompts clip, recipe official]" in {r[3] for r in rows}
+    board = leaderboard.build(list(s.values()), [])
+    assert {r.run for r in board.rows} >= {"vit_b16_clip [prompts clip]",
+                                           "vit_b16_official [prompts clip, recipe official]"}

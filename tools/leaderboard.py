@@ -176,7 +176,7 @@ def our_rows(summaries) -> List[Row]:
         name, sha = s.backbone
         source = OUR_SOURCE if s.origin == OURS else LOCAL_SOURCE
         row = rows.setdefault((s.trainer, s.run_name, name, sha),
-                              Row(s.trainer, s.origin, backbone_label(name, sha), source, s.shots, run=s.run_name,
+                              Row(s.trainer, s.origin, backbone_label(name, sha), source, s.shots, run=s.label,
                                   local=True, backbone_sha256=sha, cfg=s.cfg))
         row.values[s.dataset] = s.mean
         row.stds[s.dataset] = s.std

@@ -40,6 +40,7 @@ class RunSummary:
     unfinished: List[Tuple[Optional[int], str]] = field(default_factory=list)  # (seed, reason) of unfinished folders
     std_kind: str = "sample"  # sample (ddof=1) | population (ddof=0)
     backbones: Dict[Tuple[str, str], int] = field(default_factory=dict)  # (name, sha256) loaded -> finished seeds
+    variants: Dict[str, int] = field(default_factory=dict)  # recorded variant (tools.runs.recorded_variant) -> seeds
 
     def __post_init__(self):
         if not self.run_name:
@@ -84,6 +85,13 @@ class RunSummary:
             return known[0]
         return " | ".join(sorted({b[0] for b in known})), ""
 
+    @property
+    def label(self) -> str:
+        """The run name, with what its finished seeds recorded they computed with (e.g. `vit_b16 [prompts clip,
+        recipe official]`); seeds that disagree are all named."""
+        known = sorted(v for v in self.variants if v)
+        return f"{self.run_name} [{' | '.join(known)}]" if known else self.run_name
+
 
 def _seed_order(seed):
     return (seed is not None, seed or 0)
@@ -106,6 +114,7 @@ def aggregate(runs: Sequence["runs_mod.Run"], seeds: Optional[Sequence[int]] = N
             s.accuracies[r.seed] = r.status.accuracy
             b = (r.backbone, r.backbone_sha256)
             s.backbones[b] = s.backbones.get(b, 0) + 1
+            s.variants[r.variant] = s.variants.get(r.variant, 0) + 1
         else:
             s.unfinished.append((r.seed, r.status.reason))
     for s in groups.values():
@@ -147,7 +156,7 @@ def summary_rows(summaries: Sequence[RunSummary]):
               "n seeds", "per seed", "missing seeds", "unfinished"]
     rows = []
     for s in summaries:
-        rows.append([s.dataset, s.trainer, s.origin, s.run_name, backbone_label(*s.backbone),
+        rows.append([s.dataset, s.trainer, s.origin, s.label, backbone_label(*s.backbone),
                      "" if s.shots is None else s.shots, format_mean_std(s.mean, s.std), s.n,
                      " ".join(f"{'-' if k is None else k}:{v:.2f}" for k, v in s.accuracies.items()),
                      " ".join(str(x) for x in s.missing),

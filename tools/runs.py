@@ -90,6 +90,7 @@ class Run:
     status: RunStatus
     backbone: str = ""  # MODEL.BACKBONE.NAME the run loaded (results.json, else the log's config dump); "" unknown
     backbone_sha256: str = ""  # sha256 of the loaded checkpoint (results.json of our trainers); "" unknown
+    variant: str = ""  # what results.json records the run computed with (prompts, recipe, descriptions); "" none
 
     @property
     def key(self):
@@ -319,17 +320,35 @@ def log_info(path) -> LogInfo:
                    backbone=cfg.get("MODEL.BACKBONE.NAME", ""), seed=seed)
 
 
+def _results_json(run_dir) -> dict:
+    res = Path(run_dir) / RESULTS_JSON
+    try:
+        data = json.loads(res.read_text()) if res.is_file() else {}
+    except (OSError, ValueError):
+        data = {}
+    return data if isinstance(data, dict) else {}
+
+
+def recorded_variant(run_dir) -> str:
+    """What a run's results.json says it computed with, for the tables: the prompt template set (`templates`),
+    ReCLIP's `recipe` and FAIR's template-sentence descriptions; "" when it records none of them."""
+    data = _results_json(run_dir)
+    parts = []
+    if data.get("templates"):
+        parts.append(f"prompts {data['templates']}")
+    if data.get("recipe"):
+        parts.append(f"recipe {data['recipe']}")
+    if data.get("descriptions") == "template":
+        parts.append("template descriptions")
+    return ", ".join(parts)
+
+
 def loaded_backbone(run_dir, log: Optional[Path]):
     """(name, sha256) of the CLIP a run loaded: results.json (our trainers write both), else the config dump of its
     log (name only); ("", "") when neither says."""
-    res = Path(run_dir) / RESULTS_JSON
-    if res.is_file():
-        try:
-            data = json.loads(res.read_text())
-        except (OSError, ValueError):
-            data = {}
-        if isinstance(data, dict) and data.get("backbone"):
-            return str(data["backbone"]), str(data.get("backbone_sha256") or "")
+    data = _results_json(run_dir)
+    if data.get("backbone"):
+        return str(data["backbone"]), str(data.get("backbone_sha256") or "")
     if log is not None:
         return log_info(log).backbone, ""
     return "", ""
@@ -381,7 +400,7 @@ def identify_run(root, run_dir) -> Optional[Run]:
         seed = info.seed
     cfg, shots = _cfg_level(rest)
     name, sha = loaded_backbone(run_dir, log)
-    return Run(dataset, trainer, "/".join(rest), cfg, shots, seed, status, name, sha)
+    return Run(dataset, trainer, "/".join(rest), cfg, shots, seed, status, name, sha, recorded_variant(run_dir))
 
 
 def main(argv=None):
