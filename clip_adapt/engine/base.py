@@ -174,7 +174,7 @@ class CLIPAdaptTrainer(TrainerX):
         path = resolve_checkpoint(bb.NAME, cache_dir=bb.CACHE_DIR or None, download=bb.DOWNLOAD)
         self.backbone_id = checkpoint_fingerprint(path)
         self.precision = resolve_precision(self.cfg.TRAINER.PREC, self.device)
-        print(f"Loading CLIP {bb.NAME} ({path}, sha256 {self.backbone_id.rsplit(":", 1)[-1][:12]}) in {self.precision}")
+        print(f"Loading CLIP {bb.NAME} ({path}, sha256 {self.backbone_id.rsplit(':', 1)[-1][:12]}) in {self.precision}")
         return load_clip(path, device=self.device, precision=self.precision)
 
     def autocast(self):
