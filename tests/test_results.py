@@ -204,9 +204,16 @@ def test_bad_header_is_named(tmp_path):
         leaderboard.load_baseline_file(bad)
 
 
-def test_plot_writes_a_png(out, tmp_path):
+def test_plot_writes_a_png_whose_legend_names_the_backbone(out, tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    labels, bar = [], matplotlib.axes.Axes.bar
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar", lambda self, *a, **k: labels.append(k.get("label")) or
+                        bar(self, *a, **k))
     path = results.plot(results.aggregate(runs.scan(out)), tmp_path / "plots" / "acc.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+    assert labels and all("backbone unknown" in lbl or "ViT-B/16" in lbl for lbl in labels)
+    assert any("ViT-B/16 sha256:" in lbl for lbl in labels)  # what the run loaded, not the cfg name
 
 
 def _cli(*args):

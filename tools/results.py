@@ -165,7 +165,8 @@ def summary_rows(summaries: Sequence[RunSummary]):
 
 
 def plot(summaries: Sequence[RunSummary], path) -> Path:
-    """PNG: per-dataset accuracy bars, one bar per method (trainer + run), error bars = the std over seeds."""
+    """PNG: per-dataset accuracy bars, one bar per method (trainer + run, labelled with the backbone its runs
+    loaded and what they recorded computing with), error bars = the std over seeds."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -187,7 +188,9 @@ def plot(summaries: Sequence[RunSummary], path) -> Path:
             xs.append(i - 0.4 + width * (j + 0.5))
             ys.append(s.mean)
             errs.append(s.std or 0.0)
-        ax.bar(xs, ys, width, yerr=errs, capsize=3, label=f"{trainer} ({run})")
+        first = next(by_key[(ds, trainer, run)] for ds in datasets if (ds, trainer, run) in by_key)
+        backbone = backbone_label(*first.backbone) or "backbone unknown"
+        ax.bar(xs, ys, width, yerr=errs, capsize=3, label=f"{trainer} {first.label}; {backbone}")
     ax.set_xticks(range(len(datasets)))
     ax.set_xticklabels(datasets, rotation=30, ha="right")
     ax.set_ylabel("top-1 accuracy (%)")
