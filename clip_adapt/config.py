@@ -112,4 +112,16 @@ def _declared():
     cfg.TRAINER.DAC.SEARCH_BETA = (0.1, 10.0, 21)
     cfg.TRAINER.DAC.VAL_SHOTS = 4  # val for the search: min(K, VAL_SHOTS) images per class (-1: the whole val split)
     cfg.TRAINER.DAC.BATCH_SIZE = 256  # cached views per step (DATALOADER.TRAIN_X.BATCH_SIZE is not used by DAC)
+
+    # ---- TipAdapter / TipAdapterF (docs/BASELINES.md; Zhang et al., ECCV 2022) ------------------------------------
+    cfg.TRAINER.TIPADAPTER = CN()
+    cfg.TRAINER.TIPADAPTER.TEMPLATES = "single"  # template set of the zero-shot classifier W (clip_adapt/templates.py)
+    cfg.TRAINER.TIPADAPTER.AUG_PASSES = 10  # augmentation passes of the few-shot set averaged into the keys (DAC's)
+    cfg.TRAINER.TIPADAPTER.VAL_SHOTS = 4  # val for the search: min(K, VAL_SHOTS) images per class; -1: all of val
+    cfg.TRAINER.TIPADAPTER.INIT_ALPHA = 1.0  # alpha while TipAdapterF trains (and before the search has run)
+    cfg.TRAINER.TIPADAPTER.INIT_BETA = 1.0  # beta likewise
+    cfg.TRAINER.TIPADAPTER.SEARCH_SCALE = (13.0, 13.0)  # (beta, alpha) tops of the search lists (Tip-Adapter's
+    #                                                     search_scale); list = 0.1 + i (scale - 0.1) / steps
+    cfg.TRAINER.TIPADAPTER.SEARCH_STEP = (200, 20)  # (beta, alpha) list lengths (Tip-Adapter's search_step)
+    cfg.TRAINER.TIPADAPTER.BATCH_SIZE = 256  # TipAdapterF: cached views per step
     return cfg
