@@ -124,4 +124,12 @@ def _declared():
     #                                                     search_scale); list = 0.1 + i (scale - 0.1) / steps
     cfg.TRAINER.TIPADAPTER.SEARCH_STEP = (200, 20)  # (beta, alpha) list lengths (Tip-Adapter's search_step)
     cfg.TRAINER.TIPADAPTER.BATCH_SIZE = 256  # TipAdapterF: cached views per step
+
+    # ---- LinearProbe (docs/BASELINES.md; CoOp's lpclip) -------------------------------------------------------------
+    cfg.TRAINER.LP = CN()
+    cfg.TRAINER.LP.C_INIT = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)  # C values of the first scan (lpclip's search_list)
+    cfg.TRAINER.LP.SEARCH_STEPS = 8  # rounds of lpclip's log-bisection around the best of the scan (its --num_step)
+    cfg.TRAINER.LP.C = -1.0  # > 0: fit with this C and skip the search; -1: search C on val
+    cfg.TRAINER.LP.MAX_ITER = 1000  # L-BFGS iterations of scikit-learn's LogisticRegression (lpclip's)
+    cfg.TRAINER.LP.VAL_SHOTS = 4  # val for the search: min(K, VAL_SHOTS) images per class (lpclip's); -1: all of val
     return cfg

@@ -41,7 +41,7 @@ VARIANT_SUFFIXES = ("_transductive", "_inductive")
 # the script name of each method and the Dassl trainer it runs (scripts/<method>/main.sh)
 METHOD_TRAINERS = {"zsclip": "ZSCLIP", "fair": "FAIR", "reclip": "ReCLIP", "dac": "DAC"}
 # baselines run in the same harness (docs/BASELINES.md): also this project's trainers, labelled `ours`
-METHOD_TRAINERS.update({"tipadapter": "TipAdapter", "tipadapterf": "TipAdapterF"})
+METHOD_TRAINERS.update({"tipadapter": "TipAdapter", "tipadapterf": "TipAdapterF", "linearprobe": "LinearProbe"})
 ZERO_SHOT_TRAINER = "ZSCLIP"
 OURS = "ours"  # the origin label of this project's trainers; any other trainer is labelled by its own name
 # zero-shot references for the Δ column, in order of preference: ours, then CoOp's (CoOp trainers/zsclip.py:

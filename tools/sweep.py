@@ -32,7 +32,7 @@ from typing import List, Optional, Sequence, Tuple
 from tools import runs as runs_mod
 
 REPO = Path(__file__).resolve().parents[1]
-SHOTS_METHODS = ("dac", "tipadapter", "tipadapterf")  # methods whose script takes <shots>
+SHOTS_METHODS = ("dac", "tipadapter", "tipadapterf", "linearprobe")  # methods whose script takes <shots>
 GENERIC = "trainer"  # scripts/trainer/main.sh <TRAINER> <dataset> <cfg>: any registered trainer (--trainer)
 
 
