@@ -132,4 +132,14 @@ def _declared():
     cfg.TRAINER.LP.C = -1.0  # > 0: fit with this C and skip the search; -1: search C on val
     cfg.TRAINER.LP.MAX_ITER = 1000  # L-BFGS iterations of scikit-learn's LogisticRegression (lpclip's)
     cfg.TRAINER.LP.VAL_SHOTS = 4  # val for the search: min(K, VAL_SHOTS) images per class (lpclip's); -1: all of val
+
+    # ---- SelfTraining (docs/BASELINES.md; the UPL / POUF / MUST family) ----------------------------------------------
+    cfg.TRAINER.SELFTRAINING = CN()
+    cfg.TRAINER.SELFTRAINING.TEMPLATES = "ensemble"  # template set of the zero-shot classifier W (clip_adapt/templates.py)
+    cfg.TRAINER.SELFTRAINING.THRESHOLD = 0.7  # tau: a weak-view prediction is a pseudo-label when its softmax >= tau
+    cfg.TRAINER.SELFTRAINING.TEACHER = "zeroshot"  # who labels the weak view: zeroshot (frozen CLIP) | current (student)
+    cfg.TRAINER.SELFTRAINING.STRONG_AUG = "randaugment"  # strong view: randaugment | none (FAIR's views)
+    cfg.TRAINER.SELFTRAINING.RANDAUGMENT_N = 2
+    cfg.TRAINER.SELFTRAINING.RANDAUGMENT_M = 10
+    cfg.TRAINER.SELFTRAINING.STRONG_CROP_SCALE = (0.5, 1.0)  # strong view: RandomResizedCrop area range
     return cfg

@@ -41,7 +41,9 @@ VARIANT_SUFFIXES = ("_transductive", "_inductive")
 # the script name of each method and the Dassl trainer it runs (scripts/<method>/main.sh)
 METHOD_TRAINERS = {"zsclip": "ZSCLIP", "fair": "FAIR", "reclip": "ReCLIP", "dac": "DAC"}
 # baselines run in the same harness (docs/BASELINES.md): also this project's trainers, labelled `ours`
-METHOD_TRAINERS.update({"tipadapter": "TipAdapter", "tipadapterf": "TipAdapterF", "linearprobe": "LinearProbe"})
+METHOD_TRAINERS.update({"tipadapter": "TipAdapter", "tipadapterf": "TipAdapterF", "linearprobe": "LinearProbe",
+                        "selftraining": "SelfTraining"})
+TRANSDUCTIVE_METHODS = ("fair", "selftraining")  # `DATASET.ADAPT_SPLIT test` -> run name <cfg>_transductive
 ZERO_SHOT_TRAINER = "ZSCLIP"
 OURS = "ours"  # the origin label of this project's trainers; any other trainer is labelled by its own name
 # zero-shot references for the Δ column, in order of preference: ours, then CoOp's (CoOp trainers/zsclip.py:
@@ -130,7 +132,7 @@ def method_run_name(method: str, cfg: str, shots: Optional[int] = None, opts=())
     opts = list(opts)
     pairs = dict(zip(opts[0::2], opts[1::2]))
     split = pairs.get("DATASET.ADAPT_SPLIT")
-    if method == "fair" and split == "test":
+    if method in TRANSDUCTIVE_METHODS and split == "test":
         cfg = cfg + "_transductive"
     elif method == "reclip" and split == "train":
         cfg = cfg + "_inductive"

@@ -1,0 +1,141 @@
+"""SelfTraining: the plain unsupervised-adaptation baseline (docs/BASELINES.md) as a Dassl trainer.
+
+Data as FAIR's (clip_adapt/fair/views.py): the unlabelled adaptation split (DATASET.ADAPT_SPLIT, train by default;
+test = transductive) as a weak view (CLIP's test preprocessing) and a strong view (random resized crop, flip,
+RandAugment); labels never reach training. A teacher gives thresholded pseudo-labels on the weak view, the student is
+trained with cross-entropy on the strong view (clip_adapt/baselines/self_training.py); only the visual norm layers
+train. TEACHER zeroshot: the teacher is the frozen zero-shot CLIP (UPL's offline pseudo-labels, here per step);
+current: the student itself without gradient (FixMatch). The test split is classified by the student's
+s * f W^T (the last epoch).
+"""
+import copy
+
+import torch
+from dassl.engine import TRAINER_REGISTRY
+from torch.utils.data import DataLoader
+
+from clip_adapt.baselines.self_training import NormTunedCLIP, self_training_loss, thresholded_pseudo_labels
+from clip_adapt.engine.base import CLIPAdaptTrainer
+from clip_adapt.fair.views import STRONG_AUGS, TwoViewDataset, strong_transform, weak_transform
+from clip_adapt.prompts import get_prompt_set
+from clip_adapt.templates import check_set
+from clip_adapt.text import class_embeddings
+
+ADAPT_SPLITS = ("train", "test")
+TEACHERS = ("zeroshot", "current")
+
+
+@TRAINER_REGISTRY.register()
+class SelfTraining(CLIPAdaptTrainer):
+    """Thresholded pseudo-label cross-entropy (weak view -> strong view); visual norm layers trained."""
+
+    SECTION = "SELFTRAINING"
+    TRAIN_CLASSIFIER = False
+
+    @property
+    def sc(self):
+        return self.cfg.TRAINER[self.SECTION]
+
+    @property
+    def adapt_split(self):
+        return self.cfg.DATASET.ADAPT_SPLIT or "train"
+
+    def check_cfg(self, cfg):
+        sc, key = cfg.TRAINER[self.SECTION], f"TRAINER.{self.SECTION}"
+        split = cfg.DATASET.ADAPT_SPLIT or "train"
+        if split not in ADAPT_SPLITS:
+            raise ValueError(f"DATASET.ADAPT_SPLIT must be one of {ADAPT_SPLITS} for {cfg.TRAINER.NAME}, got {split!r}")
+        if sc.STRONG_AUG not in STRONG_AUGS:
+            raise ValueError(f"{key}.STRONG_AUG must be one of {STRONG_AUGS}, got {sc.STRONG_AUG!r}")
+        check_set(sc.TEMPLATES, f"{key}.TEMPLATES")
+        if "THRESHOLD" in sc and not 0.0 <= sc.THRESHOLD <= 1.0:
+            raise ValueError(f"{key}.THRESHOLD must be in [0, 1], got {sc.THRESHOLD}")
+        if "TEACHER" in sc and sc.TEACHER not in TEACHERS:
+            raise ValueError(f"{key}.TEACHER must be one of {TEACHERS}, got {sc.TEACHER!r}")
+
+    # ---- data -----------------------------------------------------------------------------------------------
+    def build_data_loader(self):
+        """Dassl's loaders (val/test), then the unlabelled adaptation split as (weak, strong) views (FAIR's)."""
+        super().build_data_loader()
+        cfg, sc, inp = self.cfg, self.sc, self.cfg.INPUT
+        dataset = self.dm.dataset
+        self.adapt_source = dataset.train_x if self.adapt_split == "train" else dataset.test
+        weak = weak_transform(inp.SIZE, inp.INTERPOLATION, inp.PIXEL_MEAN, inp.PIXEL_STD)
+        strong = strong_transform(inp.SIZE, inp.INTERPOLATION, inp.PIXEL_MEAN, inp.PIXEL_STD, sc.STRONG_AUG,
+                                  sc.RANDAUGMENT_N, sc.RANDAUGMENT_M, sc.STRONG_CROP_SCALE)
+        self.views = TwoViewDataset([d.impath for d in self.adapt_source], weak, strong)
+        bs = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+        self.train_loader_x = DataLoader(self.views, batch_size=bs, shuffle=True,
+                                         num_workers=cfg.DATALOADER.NUM_WORKERS, drop_last=len(self.views) > bs,
+                                         pin_memory=torch.cuda.is_available() and cfg.USE_CUDA)
+        print(f"{cfg.TRAINER.NAME} adapts on the unlabelled {self.adapt_split} split ({len(self.views)} images); "
+              f"strong view: {sc.STRONG_AUG}")
+
+    # ---- model ----------------------------------------------------------------------------------------------
+    def build_model(self):
+        cfg, sc = self.cfg, self.sc
+        clip_model = self.build_clip()
+        prompts = get_prompt_set(self.dataset_short, sc.TEMPLATES, self.classnames)
+        self.text = class_embeddings(clip_model, prompts.classnames, prompts.templates, cache=self.feature_cache,
+                                     backbone_id=self.backbone_id).to(self.device)
+        scale = clip_model.logit_scale.exp().item()
+        self.model = NormTunedCLIP(clip_model.visual, self.text, scale,
+                                   train_classifier=self.TRAIN_CLASSIFIER).to(self.device)
+        self.teacher = None
+        if sc.get("TEACHER", "current") == "zeroshot":  # the frozen zero-shot CLIP
+            self.teacher = copy.deepcopy(self.model).requires_grad_(False).eval()
+        del clip_model
+        self.register_trainable(self.SECTION.lower(), self.model,
+                                params=self.model.param_groups(cfg.OPTIM.WEIGHT_DECAY), save="trainable")
+        n = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        print(f"{cfg.TRAINER.NAME} trains {n:,} parameters (visual norm layers"
+              f"{' + the text prototypes' if self.TRAIN_CLASSIFIER else ''}); W from {len(prompts.templates)} "
+              f"templates ({prompts.name})")
+        amp = self.precision == "amp" and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if amp else None
+
+    # ---- training step --------------------------------------------------------------------------------------
+    def step(self, loss):
+        """Backward and update (with the AMP grad scaler when TRAINER.PREC is amp on CUDA)."""
+        self.check_loss(loss)
+        optim = self._optims[self.SECTION.lower()]
+        optim.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optim)
+            self.scaler.update()
+        else:
+            loss.backward()
+            optim.step()
+        if self.batch_idx + 1 == self.num_batches:
+            self.update_lr()
+
+    def forward_backward(self, batch):
+        weak = batch["img_weak"].to(self.device, non_blocking=True)
+        strong = batch["img_strong"].to(self.device, non_blocking=True)
+        teacher = self.teacher if self.teacher is not None else self.model
+        with torch.no_grad(), self.autocast():
+            weak_logits = teacher(weak).float()
+        labels, mask, conf = thresholded_pseudo_labels(weak_logits, self.sc.THRESHOLD)
+        with self.autocast():
+            loss = self_training_loss(self.model(strong).float(), labels, mask)
+        self.step(loss)
+        return {"loss": loss.item(), "mask": mask.mean().item(), "conf": conf.mean().item()}
+
+    # ---- inference / results ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def model_inference(self, images):
+        with self.autocast():
+            return self.model(images).float()
+
+    def extra_state(self):
+        return {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}
+
+    def load_extra_state(self, state):
+        if "scaler" in state and self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+
+    def write_results(self, **extra):
+        sc = self.sc
+        super().write_results(adapt_split=self.adapt_split, templates=sc.TEMPLATES,
+                              threshold=sc.get("THRESHOLD"), teacher=sc.get("TEACHER"), **extra)
