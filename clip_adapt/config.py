@@ -142,4 +142,17 @@ def _declared():
     cfg.TRAINER.SELFTRAINING.RANDAUGMENT_N = 2
     cfg.TRAINER.SELFTRAINING.RANDAUGMENT_M = 10
     cfg.TRAINER.SELFTRAINING.STRONG_CROP_SCALE = (0.5, 1.0)  # strong view: RandomResizedCrop area range
+
+    # ---- DPA (docs/BASELINES.md; Ali et al., WACV 2025) -------------------------------------------------------------
+    cfg.TRAINER.DPA = CN()
+    cfg.TRAINER.DPA.TEMPLATES = "clip"  # template set of the initial text prototypes (DPA: CLIP's per-dataset lists)
+    cfg.TRAINER.DPA.ALPHA = 0.5  # a: weight of the image-prototype probabilities in the fused pseudo-labels
+    cfg.TRAINER.DPA.ALIGN_WEIGHT = 1.0  # weight of the prototype-alignment cross-entropy (DPA's `align`)
+    cfg.TRAINER.DPA.ALIGN_SCALE = 100.0  # logit scale of that alignment, scale * P T^T (DPA's `w`)
+    cfg.TRAINER.DPA.FAIRNESS_WEIGHT = 1.0  # weight of -mean_c log mean_b p (DPA's `reg`; FAIR's fairness term)
+    cfg.TRAINER.DPA.HISTORY = 32  # batch means of p_t kept for the distribution alignment
+    cfg.TRAINER.DPA.STRONG_AUG = "randaugment"  # strong view: randaugment | none (FAIR's views)
+    cfg.TRAINER.DPA.RANDAUGMENT_N = 2
+    cfg.TRAINER.DPA.RANDAUGMENT_M = 10
+    cfg.TRAINER.DPA.STRONG_CROP_SCALE = (0.3, 1.0)  # strong view: RandomResizedCrop area range (DPA's train_crop_min)
     return cfg

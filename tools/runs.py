@@ -42,8 +42,8 @@ VARIANT_SUFFIXES = ("_transductive", "_inductive")
 METHOD_TRAINERS = {"zsclip": "ZSCLIP", "fair": "FAIR", "reclip": "ReCLIP", "dac": "DAC"}
 # baselines run in the same harness (docs/BASELINES.md): also this project's trainers, labelled `ours`
 METHOD_TRAINERS.update({"tipadapter": "TipAdapter", "tipadapterf": "TipAdapterF", "linearprobe": "LinearProbe",
-                        "selftraining": "SelfTraining"})
-TRANSDUCTIVE_METHODS = ("fair", "selftraining")  # `DATASET.ADAPT_SPLIT test` -> run name <cfg>_transductive
+                        "selftraining": "SelfTraining", "dpa": "DPA"})
+TRANSDUCTIVE_METHODS = ("fair", "selftraining", "dpa")  # `DATASET.ADAPT_SPLIT test` -> run name <cfg>_transductive
 ZERO_SHOT_TRAINER = "ZSCLIP"
 OURS = "ours"  # the origin label of this project's trainers; any other trainer is labelled by its own name
 # zero-shot references for the Δ column, in order of preference: ours, then CoOp's (CoOp trainers/zsclip.py:

@@ -137,5 +137,5 @@ class SelfTraining(CLIPAdaptTrainer):
 
     def write_results(self, **extra):
         sc = self.sc
-        super().write_results(adapt_split=self.adapt_split, templates=sc.TEMPLATES,
-                              threshold=sc.get("THRESHOLD"), teacher=sc.get("TEACHER"), **extra)
+        own = {k.lower(): sc[k] for k in ("THRESHOLD", "TEACHER") if k in sc}
+        super().write_results(adapt_split=self.adapt_split, templates=sc.TEMPLATES, **own, **extra)
