@@ -135,9 +135,9 @@ def _declared():
 
     # ---- SelfTraining (docs/BASELINES.md; the UPL / POUF / MUST family) ----------------------------------------------
     cfg.TRAINER.SELFTRAINING = CN()
-    cfg.TRAINER.SELFTRAINING.TEMPLATES = "ensemble"  # template set of the zero-shot classifier W (clip_adapt/templates.py)
+    cfg.TRAINER.SELFTRAINING.TEMPLATES = "ensemble"  # template set of the zero-shot classifier W (templates.py)
     cfg.TRAINER.SELFTRAINING.THRESHOLD = 0.7  # tau: a weak-view prediction is a pseudo-label when its softmax >= tau
-    cfg.TRAINER.SELFTRAINING.TEACHER = "zeroshot"  # who labels the weak view: zeroshot (frozen CLIP) | current (student)
+    cfg.TRAINER.SELFTRAINING.TEACHER = "zeroshot"  # labels the weak view: zeroshot (frozen CLIP) | current (student)
     cfg.TRAINER.SELFTRAINING.STRONG_AUG = "randaugment"  # strong view: randaugment | none (FAIR's views)
     cfg.TRAINER.SELFTRAINING.RANDAUGMENT_N = 2
     cfg.TRAINER.SELFTRAINING.RANDAUGMENT_M = 10

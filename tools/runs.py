@@ -99,7 +99,8 @@ class Run:
 
 
 def origin(trainer: str) -> str:
-    """`ours` for this project's trainers (FAIR, ReCLIP, DAC, ZSCLIP), else the trainer's own name."""
+    """`ours` for this project's trainers (METHOD_TRAINERS: FAIR, ReCLIP, DAC, ZSCLIP and the baselines run in the same
+    harness, docs/BASELINES.md), else the trainer's own name."""
     return OURS if trainer in METHOD_TRAINERS.values() else trainer
 
 

@@ -209,7 +209,8 @@ class TipAdapter(DAC):
         with open(osp.join(self.output_dir, SEARCH_JSON), "w") as f:
             json.dump(record, f, indent=2)
         ckpt.save({"alpha": res.alpha, "beta": res.beta, "keys": keys.cpu(), "labels": values.argmax(1).cpu(),
-                   "classnames": self.classnames, "epoch": self.trained_epochs, "num_shots": self.cfg.DATASET.NUM_SHOTS},
+                   "classnames": self.classnames, "epoch": self.trained_epochs,
+                   "num_shots": self.cfg.DATASET.NUM_SHOTS},
                   osp.join(self.output_dir, FINAL_STATE))
         return res
 
