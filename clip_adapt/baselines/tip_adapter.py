@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from clip_adapt.baselines import BaselineConfigError
 from clip_adapt.dac.cache_model import cache_logits
 
 
@@ -19,9 +20,10 @@ def tip_grid(scale, steps, name="grid"):
     try:
         scale, steps = float(scale), int(steps)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number and a step count, got {scale!r}, {steps!r}") from None
+        raise BaselineConfigError(f"{name} must be a number and a step count, got {scale!r}, {steps!r}") from None
     if steps < 1 or scale < 0.1:
-        raise ValueError(f"{name}: the scale must be >= 0.1 and the steps >= 1, got scale {scale}, steps {steps}")
+        raise BaselineConfigError(f"{name}: the scale must be >= 0.1 and the steps >= 1, got scale {scale}, "
+                                  f"steps {steps}")
     return torch.tensor([0.1 + i * (scale - 0.1) / steps for i in range(steps)], dtype=torch.float64)
 
 

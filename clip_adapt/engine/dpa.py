@@ -12,6 +12,7 @@ import torch
 from dassl.engine import TRAINER_REGISTRY
 from torch.utils.data import DataLoader
 
+from clip_adapt.baselines import BaselineConfigError
 from clip_adapt.baselines.dpa import BatchMeanHistory, dpa_loss, fused_pseudo_labels, image_prototypes
 from clip_adapt.engine.self_training import SelfTraining
 from clip_adapt.fair.views import TwoViewDataset, weak_transform
@@ -32,9 +33,9 @@ class DPA(SelfTraining):
         super().check_cfg(cfg)
         dc = cfg.TRAINER.DPA
         if not 0.0 <= dc.ALPHA <= 1.0:
-            raise ValueError(f"TRAINER.DPA.ALPHA must be in [0, 1], got {dc.ALPHA}")
+            raise BaselineConfigError(f"TRAINER.DPA.ALPHA must be in [0, 1], got {dc.ALPHA}")
         if dc.HISTORY < 1:
-            raise ValueError(f"TRAINER.DPA.HISTORY must be >= 1, got {dc.HISTORY}")
+            raise BaselineConfigError(f"TRAINER.DPA.HISTORY must be >= 1, got {dc.HISTORY}")
 
     def build_model(self):
         super().build_model()

@@ -16,6 +16,7 @@ import torch
 from dassl.engine import TRAINER_REGISTRY
 
 from clip_adapt import checkpoint as ckpt
+from clip_adapt.baselines import BaselineConfigError
 from clip_adapt.baselines.linear_probe import accuracy, fit_logistic, lpclip_search, probe_logits
 from clip_adapt.engine.base import CLIPAdaptTrainer
 from clip_adapt.engine.dac import DAC
@@ -35,18 +36,19 @@ class LinearProbe(DAC):
     def check_cfg(self, cfg):
         lc = cfg.TRAINER.LP
         if cfg.OPTIM.MAX_EPOCH != 0:
-            raise ValueError(f"LinearProbe fits a logistic regression, not epochs: OPTIM.MAX_EPOCH must be 0, got "
-                             f"{cfg.OPTIM.MAX_EPOCH}")
+            raise BaselineConfigError(f"LinearProbe fits a logistic regression, not epochs: OPTIM.MAX_EPOCH must be "
+                                      f"0, got {cfg.OPTIM.MAX_EPOCH}")
         if lc.VAL_SHOTS == 0:
-            raise ValueError("TRAINER.LP.VAL_SHOTS must be >= 1 (or -1 for the whole val split), got 0")
+            raise BaselineConfigError("TRAINER.LP.VAL_SHOTS must be >= 1 (or -1 for the whole val split), got 0")
         if not lc.C_INIT or any(float(c) <= 0 for c in lc.C_INIT):
-            raise ValueError(f"TRAINER.LP.C_INIT must be a non-empty list of positive values, got {lc.C_INIT!r}")
+            raise BaselineConfigError(f"TRAINER.LP.C_INIT must be a non-empty list of positive values, got "
+                                      f"{lc.C_INIT!r}")
         if lc.SEARCH_STEPS < 0:
-            raise ValueError(f"TRAINER.LP.SEARCH_STEPS must be >= 0, got {lc.SEARCH_STEPS}")
+            raise BaselineConfigError(f"TRAINER.LP.SEARCH_STEPS must be >= 0, got {lc.SEARCH_STEPS}")
         if lc.C != -1 and lc.C <= 0:
-            raise ValueError(f"TRAINER.LP.C must be > 0 (a fixed C) or -1 (search it on val), got {lc.C}")
+            raise BaselineConfigError(f"TRAINER.LP.C must be > 0 (a fixed C) or -1 (search it on val), got {lc.C}")
         if lc.MAX_ITER < 1:
-            raise ValueError(f"TRAINER.LP.MAX_ITER must be >= 1, got {lc.MAX_ITER}")
+            raise BaselineConfigError(f"TRAINER.LP.MAX_ITER must be >= 1, got {lc.MAX_ITER}")
 
     @property
     def val_shots(self):

@@ -14,6 +14,7 @@ import torch
 from dassl.engine import TRAINER_REGISTRY
 from torch.utils.data import DataLoader
 
+from clip_adapt.baselines import BaselineConfigError
 from clip_adapt.baselines.self_training import NormTunedCLIP, self_training_loss, thresholded_pseudo_labels
 from clip_adapt.engine.base import CLIPAdaptTrainer
 from clip_adapt.fair.views import STRONG_AUGS, TwoViewDataset, strong_transform, weak_transform
@@ -44,14 +45,15 @@ class SelfTraining(CLIPAdaptTrainer):
         sc, key = cfg.TRAINER[self.SECTION], f"TRAINER.{self.SECTION}"
         split = cfg.DATASET.ADAPT_SPLIT or "train"
         if split not in ADAPT_SPLITS:
-            raise ValueError(f"DATASET.ADAPT_SPLIT must be one of {ADAPT_SPLITS} for {cfg.TRAINER.NAME}, got {split!r}")
+            raise BaselineConfigError(f"DATASET.ADAPT_SPLIT must be one of {ADAPT_SPLITS} for {cfg.TRAINER.NAME}, "
+                                      f"got {split!r}")
         if sc.STRONG_AUG not in STRONG_AUGS:
-            raise ValueError(f"{key}.STRONG_AUG must be one of {STRONG_AUGS}, got {sc.STRONG_AUG!r}")
+            raise BaselineConfigError(f"{key}.STRONG_AUG must be one of {STRONG_AUGS}, got {sc.STRONG_AUG!r}")
         check_set(sc.TEMPLATES, f"{key}.TEMPLATES")
         if "THRESHOLD" in sc and not 0.0 <= sc.THRESHOLD <= 1.0:
-            raise ValueError(f"{key}.THRESHOLD must be in [0, 1], got {sc.THRESHOLD}")
+            raise BaselineConfigError(f"{key}.THRESHOLD must be in [0, 1], got {sc.THRESHOLD}")
         if "TEACHER" in sc and sc.TEACHER not in TEACHERS:
-            raise ValueError(f"{key}.TEACHER must be one of {TEACHERS}, got {sc.TEACHER!r}")
+            raise BaselineConfigError(f"{key}.TEACHER must be one of {TEACHERS}, got {sc.TEACHER!r}")
 
     # ---- data -----------------------------------------------------------------------------------------------
     def build_data_loader(self):

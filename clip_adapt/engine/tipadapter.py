@@ -23,6 +23,7 @@ from dassl.engine import TRAINER_REGISTRY
 from torch.utils.data import DataLoader
 
 from clip_adapt import checkpoint as ckpt
+from clip_adapt.baselines import BaselineConfigError
 from clip_adapt.baselines.tip_adapter import TipAdapterHead, tip_grid, tip_logits
 from clip_adapt.dac import cache_keys, cache_logits, cache_values, class_index_map, flat_view_index, \
     search_alpha_beta
@@ -49,23 +50,24 @@ class TipAdapter(DAC):
     def check_cfg(self, cfg):
         tc, name = cfg.TRAINER.TIPADAPTER, cfg.TRAINER.NAME
         if tc.AUG_PASSES < 1:
-            raise ValueError(f"TRAINER.TIPADAPTER.AUG_PASSES must be >= 1, got {tc.AUG_PASSES}")
+            raise BaselineConfigError(f"TRAINER.TIPADAPTER.AUG_PASSES must be >= 1, got {tc.AUG_PASSES}")
         if tc.VAL_SHOTS == 0:
-            raise ValueError("TRAINER.TIPADAPTER.VAL_SHOTS must be >= 1 (or -1 for the whole val split), got 0")
+            raise BaselineConfigError("TRAINER.TIPADAPTER.VAL_SHOTS must be >= 1 (or -1 for the whole val split), "
+                                      "got 0")
         if tc.BATCH_SIZE < 1:
-            raise ValueError(f"TRAINER.TIPADAPTER.BATCH_SIZE must be >= 1, got {tc.BATCH_SIZE}")
+            raise BaselineConfigError(f"TRAINER.TIPADAPTER.BATCH_SIZE must be >= 1, got {tc.BATCH_SIZE}")
         check_set(tc.TEMPLATES, "TRAINER.TIPADAPTER.TEMPLATES")
         self._grids(tc)
         if not self.TRAIN_KEYS and cfg.OPTIM.MAX_EPOCH != 0:
-            raise ValueError(f"{name} is training-free: OPTIM.MAX_EPOCH must be 0, got {cfg.OPTIM.MAX_EPOCH} "
-                             f"(TipAdapterF fine-tunes the keys)")
+            raise BaselineConfigError(f"{name} is training-free: OPTIM.MAX_EPOCH must be 0, got {cfg.OPTIM.MAX_EPOCH} "
+                                      f"(TipAdapterF fine-tunes the keys)")
 
     @staticmethod
     def _grids(tc):
         """(alphas, betas): Tip-Adapter's lists from SEARCH_SCALE = (beta, alpha) and SEARCH_STEP = (beta, alpha)."""
         for key in ("SEARCH_SCALE", "SEARCH_STEP"):
             if len(getattr(tc, key)) != 2:
-                raise ValueError(f"TRAINER.TIPADAPTER.{key} must be (beta, alpha), got {getattr(tc, key)!r}")
+                raise BaselineConfigError(f"TRAINER.TIPADAPTER.{key} must be (beta, alpha), got {getattr(tc, key)!r}")
         betas = tip_grid(tc.SEARCH_SCALE[0], tc.SEARCH_STEP[0], "TRAINER.TIPADAPTER.SEARCH_SCALE/STEP (beta)")
         alphas = tip_grid(tc.SEARCH_SCALE[1], tc.SEARCH_STEP[1], "TRAINER.TIPADAPTER.SEARCH_SCALE/STEP (alpha)")
         return alphas, betas
