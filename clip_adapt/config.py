@@ -137,7 +137,10 @@ def _declared():
     cfg.TRAINER.SELFTRAINING = CN()
     cfg.TRAINER.SELFTRAINING.TEMPLATES = "ensemble"  # template set of the zero-shot classifier W (templates.py)
     cfg.TRAINER.SELFTRAINING.THRESHOLD = 0.7  # tau: a weak-view prediction is a pseudo-label when its softmax >= tau
-    cfg.TRAINER.SELFTRAINING.TEACHER = "zeroshot"  # labels the weak view: zeroshot (frozen CLIP) | current (student)
+    cfg.TRAINER.SELFTRAINING.TEACHER = "zeroshot"  # labels the weak view: zeroshot (frozen CLIP) | current | ema
+    cfg.TRAINER.SELFTRAINING.TEACHER_EMA = 0.999  # TEACHER ema: momentum of the teacher's moving average of the student
+    cfg.TRAINER.SELFTRAINING.LOSS_MEAN = "batch"  # CE averaged over the batch (FixMatch) | selected (MUST)
+    cfg.TRAINER.SELFTRAINING.FAIRNESS_WEIGHT = 0.0  # weight of FAIR's fairness term (MUST's regulariser: 1)
     cfg.TRAINER.SELFTRAINING.STRONG_AUG = "randaugment"  # strong view: randaugment | none (FAIR's views)
     cfg.TRAINER.SELFTRAINING.RANDAUGMENT_N = 2
     cfg.TRAINER.SELFTRAINING.RANDAUGMENT_M = 10

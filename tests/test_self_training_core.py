@@ -38,3 +38,21 @@ def test_only_visual_norm_layers_train(tiny_clip_path):
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(st(x), 100.0 * F.normalize(model.visual(x), dim=-1) @ text.t(), atol=1e-4)
     assert torch.allclose(st.class_weights(), text, atol=1e-6)
+
+
+def test_selected_mean_divides_by_the_selected_samples_only():
+    strong = torch.randn(4, 3)
+    labels, mask = torch.tensor([0, 1, 2, 0]), torch.tensor([1.0, 0.0, 1.0, 0.0])
+    ce = F.cross_entropy(strong, labels, reduction="none")
+    assert torch.allclose(self_training_loss(strong, labels, mask, "selected"), (ce[0] + ce[2]) / 2)
+    assert self_training_loss(strong, labels, torch.zeros(4), "selected") == 0
+
+
+def test_ema_update_moves_only_the_named_parameters_by_the_momentum():
+    from clip_adapt.baselines.self_training import ema_update
+
+    teacher, student = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    t_w, t_b, s_w = teacher.weight.detach().clone(), teacher.bias.detach().clone(), student.weight.detach().clone()
+    ema_update(teacher, student, 0.9, {"weight"})
+    assert torch.allclose(teacher.weight, 0.9 * t_w + 0.1 * s_w)
+    assert torch.equal(teacher.bias.detach(), t_b)

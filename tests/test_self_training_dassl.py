@@ -100,3 +100,21 @@ def test_main_sh_end_to_end_and_results_row(script_env, tiny_clip_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     row = next(line for line in res.stdout.splitlines() if line.startswith("SelfTraining,"))
     assert ",ours," in row
+
+
+def test_ema_teacher_follows_the_student_and_resumes(build, tmp_path):
+    out = tmp_path / "ema"
+    st = build(out, "TRAINER.SELFTRAINING.TEACHER", "ema", "TRAINER.SELFTRAINING.TEACHER_EMA", "0.5",
+               "TRAINER.SELFTRAINING.THRESHOLD", "0.0", "TRAINER.SELFTRAINING.FAIRNESS_WEIGHT", "1.0")
+    name = next(n for n in st._trained_names)
+    t0 = dict(st.teacher.named_parameters())[name].detach().clone()
+    st.set_model_mode("train")
+    st.batch_idx, st.num_batches = 0, len(st.train_loader_x)
+    st.forward_backward(next(iter(st.train_loader_x)))
+    s1 = dict(st.model.named_parameters())[name].detach()
+    assert torch.allclose(dict(st.teacher.named_parameters())[name], 0.5 * t0 + 0.5 * s1)
+    st.train()  # one epoch, checkpoint with the teacher's average
+    again = build(out, "TRAINER.SELFTRAINING.TEACHER", "ema", "TRAINER.SELFTRAINING.TEACHER_EMA", "0.5",
+                  "TRAINER.SELFTRAINING.THRESHOLD", "0.0", "TRAINER.SELFTRAINING.FAIRNESS_WEIGHT", "1.0")
+    again.resume_model_if_exist(str(out))
+    assert torch.equal(dict(again.teacher.named_parameters())[name], dict(st.teacher.named_parameters())[name])

@@ -21,11 +21,27 @@ def thresholded_pseudo_labels(weak_logits, threshold):
     return labels, (confidence >= threshold).float(), confidence
 
 
-def self_training_loss(strong_logits, labels, mask):
-    """(1/B) sum_i mask_i CE(strong_logits_i, label_i): samples under the threshold contribute nothing (no
-    gradient) and the batch size B is the denominator, as in FixMatch's unlabelled loss."""
+LOSS_MEANS = ("batch", "selected")
+
+
+def self_training_loss(strong_logits, labels, mask, mean="batch"):
+    """(1/n) sum_i mask_i CE(strong_logits_i, label_i): samples under the threshold contribute nothing (no
+    gradient). mean "batch": n = the batch size B (FixMatch's unlabelled loss); "selected": n = the number of
+    selected samples (MUST's loss; 0 when none is selected)."""
+    if mean not in LOSS_MEANS:
+        raise ValueError(f"self_training_loss: mean must be one of {LOSS_MEANS}, got {mean!r}")
     ce = F.cross_entropy(strong_logits.float(), labels, reduction="none")
-    return (mask * ce).sum() / max(1, strong_logits.shape[0])
+    n = strong_logits.shape[0] if mean == "batch" else int(mask.sum().item())
+    return (mask * ce).sum() / max(1, n)
+
+
+@torch.no_grad()
+def ema_update(teacher, student, momentum, names):
+    """teacher_p <- m teacher_p + (1 - m) student_p for the parameters called `names` (the trained ones)."""
+    src = dict(student.named_parameters())
+    for name, p in teacher.named_parameters():
+        if name in names:
+            p.mul_(momentum).add_(src[name].detach().to(p.dtype), alpha=1.0 - momentum)
 
 
 class NormTunedCLIP(nn.Module):

@@ -111,5 +111,4 @@ class DPA(SelfTraining):
 
     def write_results(self, **extra):
         dc = self.sc
-        super().write_results(alpha=dc.ALPHA, align_weight=dc.ALIGN_WEIGHT, fairness_weight=dc.FAIRNESS_WEIGHT,
-                              **extra)
+        super().write_results(alpha=dc.ALPHA, align_weight=dc.ALIGN_WEIGHT, **extra)  # + fairness_weight

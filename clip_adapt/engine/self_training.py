@@ -5,8 +5,10 @@ test = transductive) as a weak view (CLIP's test preprocessing) and a strong vie
 RandAugment); labels never reach training. A teacher gives thresholded pseudo-labels on the weak view, the student is
 trained with cross-entropy on the strong view (clip_adapt/baselines/self_training.py); only the visual norm layers
 train. TEACHER zeroshot: the teacher is the frozen zero-shot CLIP (UPL's offline pseudo-labels, here per step);
-current: the student itself without gradient (FixMatch). The test split is classified by the student's
-s * f W^T (the last epoch).
+current: the student itself without gradient (FixMatch); ema: an exponential moving average of the student
+(momentum TEACHER_EMA; MUST's teacher). FAIRNESS_WEIGHT adds FAIR's fairness term on the strong view's batch-mean
+prediction (MUST's regulariser); LOSS_MEAN selected averages the cross-entropy over the selected samples only
+(MUST's). The test split is classified by the student's s * f W^T (the last epoch).
 """
 import copy
 
@@ -15,15 +17,17 @@ from dassl.engine import TRAINER_REGISTRY
 from torch.utils.data import DataLoader
 
 from clip_adapt.baselines import BaselineConfigError
-from clip_adapt.baselines.self_training import NormTunedCLIP, self_training_loss, thresholded_pseudo_labels
+from clip_adapt.baselines.self_training import LOSS_MEANS, NormTunedCLIP, ema_update, self_training_loss, \
+    thresholded_pseudo_labels
 from clip_adapt.engine.base import CLIPAdaptTrainer
+from clip_adapt.fair.pseudo_labels import fairness_term
 from clip_adapt.fair.views import STRONG_AUGS, TwoViewDataset, strong_transform, weak_transform
 from clip_adapt.prompts import get_prompt_set
 from clip_adapt.templates import check_set
 from clip_adapt.text import class_embeddings
 
 ADAPT_SPLITS = ("train", "test")
-TEACHERS = ("zeroshot", "current")
+TEACHERS = ("zeroshot", "current", "ema")
 
 
 @TRAINER_REGISTRY.register()
@@ -54,6 +58,10 @@ class SelfTraining(CLIPAdaptTrainer):
             raise BaselineConfigError(f"{key}.THRESHOLD must be in [0, 1], got {sc.THRESHOLD}")
         if "TEACHER" in sc and sc.TEACHER not in TEACHERS:
             raise BaselineConfigError(f"{key}.TEACHER must be one of {TEACHERS}, got {sc.TEACHER!r}")
+        if "TEACHER_EMA" in sc and not 0.0 <= sc.TEACHER_EMA < 1.0:
+            raise BaselineConfigError(f"{key}.TEACHER_EMA must be in [0, 1), got {sc.TEACHER_EMA}")
+        if "LOSS_MEAN" in sc and sc.LOSS_MEAN not in LOSS_MEANS:
+            raise BaselineConfigError(f"{key}.LOSS_MEAN must be one of {LOSS_MEANS}, got {sc.LOSS_MEAN!r}")
 
     # ---- data -----------------------------------------------------------------------------------------------
     def build_data_loader(self):
@@ -84,8 +92,9 @@ class SelfTraining(CLIPAdaptTrainer):
         self.model = NormTunedCLIP(clip_model.visual, self.text, scale,
                                    train_classifier=self.TRAIN_CLASSIFIER).to(self.device)
         self.teacher = None
-        if sc.get("TEACHER", "current") == "zeroshot":  # the frozen zero-shot CLIP
+        if sc.get("TEACHER", "current") in ("zeroshot", "ema"):  # the frozen zero-shot CLIP (the EMA's start)
             self.teacher = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self._trained_names = {n for n, p in self.model.named_parameters() if p.requires_grad}
         del clip_model
         self.register_trainable(self.SECTION.lower(), self.model,
                                 params=self.model.param_groups(cfg.OPTIM.WEIGHT_DECAY), save="trainable")
@@ -118,10 +127,16 @@ class SelfTraining(CLIPAdaptTrainer):
         teacher = self.teacher if self.teacher is not None else self.model
         with torch.no_grad(), self.autocast():
             weak_logits = teacher(weak).float()
-        labels, mask, conf = thresholded_pseudo_labels(weak_logits, self.sc.THRESHOLD)
+        sc = self.sc
+        labels, mask, conf = thresholded_pseudo_labels(weak_logits, sc.THRESHOLD)
         with self.autocast():
-            loss = self_training_loss(self.model(strong).float(), labels, mask)
+            strong_logits = self.model(strong).float()
+            loss = self_training_loss(strong_logits, labels, mask, sc.LOSS_MEAN)
+            if sc.FAIRNESS_WEIGHT:
+                loss = loss + sc.FAIRNESS_WEIGHT * fairness_term(strong_logits)
         self.step(loss)
+        if sc.TEACHER == "ema":
+            ema_update(self.teacher, self.model, sc.TEACHER_EMA, self._trained_names)
         return {"loss": loss.item(), "mask": mask.mean().item(), "conf": conf.mean().item()}
 
     # ---- inference / results ----------------------------------------------------------------------------------
@@ -131,13 +146,23 @@ class SelfTraining(CLIPAdaptTrainer):
             return self.model(images).float()
 
     def extra_state(self):
-        return {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}
+        state = {"scaler": self.scaler.state_dict()} if self.scaler is not None else {}
+        if self.sc.get("TEACHER") == "ema":
+            state["teacher_ema"] = {n: p.detach().cpu() for n, p in self.teacher.named_parameters()
+                                    if n in self._trained_names}
+        return state
 
     def load_extra_state(self, state):
         if "scaler" in state and self.scaler is not None:
             self.scaler.load_state_dict(state["scaler"])
+        if "teacher_ema" in state and self.teacher is not None:
+            params = dict(self.teacher.named_parameters())
+            with torch.no_grad():
+                for n, t in state["teacher_ema"].items():
+                    params[n].copy_(t.to(params[n].device))
 
     def write_results(self, **extra):
         sc = self.sc
-        own = {k.lower(): sc[k] for k in ("THRESHOLD", "TEACHER") if k in sc}
+        own = {k.lower(): sc[k] for k in ("THRESHOLD", "TEACHER", "TEACHER_EMA", "LOSS_MEAN", "FAIRNESS_WEIGHT")
+               if k in sc}
         super().write_results(adapt_split=self.adapt_split, templates=sc.TEMPLATES, **own, **extra)
