@@ -124,4 +124,50 @@ def _declared():
     cfg.TRAINER.DAC.SEARCH_BETA = (0.1, 10.0, 21)
     cfg.TRAINER.DAC.VAL_SHOTS = 4  # val for the search: min(K, VAL_SHOTS) images per class (-1: the whole val split)
     cfg.TRAINER.DAC.BATCH_SIZE = 256  # cached views per step (DATALOADER.TRAIN_X.BATCH_SIZE is not used by DAC)
+
+    # ---- TipAdapter / TipAdapterF (docs/BASELINES.md; Zhang et al., ECCV 2022) ------------------------------------
+    cfg.TRAINER.TIPADAPTER = CN()
+    cfg.TRAINER.TIPADAPTER.TEMPLATES = "single"  # template set of the zero-shot classifier W (clip_adapt/templates.py)
+    cfg.TRAINER.TIPADAPTER.AUG_PASSES = 10  # augmentation passes of the few-shot set averaged into the keys (DAC's)
+    cfg.TRAINER.TIPADAPTER.VAL_SHOTS = 4  # val for the search: min(K, VAL_SHOTS) images per class; -1: all of val
+    cfg.TRAINER.TIPADAPTER.INIT_ALPHA = 1.0  # alpha while TipAdapterF trains (and before the search has run)
+    cfg.TRAINER.TIPADAPTER.INIT_BETA = 1.0  # beta likewise
+    cfg.TRAINER.TIPADAPTER.SEARCH_SCALE = (13.0, 13.0)  # (beta, alpha) tops of the search lists (Tip-Adapter's
+    #                                                     search_scale); list = 0.1 + i (scale - 0.1) / steps
+    cfg.TRAINER.TIPADAPTER.SEARCH_STEP = (200, 20)  # (beta, alpha) list lengths (Tip-Adapter's search_step)
+    cfg.TRAINER.TIPADAPTER.BATCH_SIZE = 256  # TipAdapterF: cached views per step
+
+    # ---- LinearProbe (docs/BASELINES.md; CoOp's lpclip) -------------------------------------------------------------
+    cfg.TRAINER.LP = CN()
+    cfg.TRAINER.LP.C_INIT = (1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6)  # C values of the first scan (lpclip's search_list)
+    cfg.TRAINER.LP.SEARCH_STEPS = 8  # rounds of lpclip's log-bisection around the best of the scan (its --num_step)
+    cfg.TRAINER.LP.C = -1.0  # > 0: fit with this C and skip the search; -1: search C on val
+    cfg.TRAINER.LP.MAX_ITER = 1000  # L-BFGS iterations of scikit-learn's LogisticRegression (lpclip's)
+    cfg.TRAINER.LP.VAL_SHOTS = 4  # val for the search: min(K, VAL_SHOTS) images per class (lpclip's); -1: all of val
+
+    # ---- SelfTraining (docs/BASELINES.md; the UPL / POUF / MUST family) ----------------------------------------------
+    cfg.TRAINER.SELFTRAINING = CN()
+    cfg.TRAINER.SELFTRAINING.TEMPLATES = "ensemble"  # template set of the zero-shot classifier W (templates.py)
+    cfg.TRAINER.SELFTRAINING.THRESHOLD = 0.7  # tau: a weak-view prediction is a pseudo-label when its softmax >= tau
+    cfg.TRAINER.SELFTRAINING.TEACHER = "zeroshot"  # labels the weak view: zeroshot (frozen CLIP) | current | ema
+    cfg.TRAINER.SELFTRAINING.TEACHER_EMA = 0.999  # TEACHER ema: momentum of the teacher's moving average of the student
+    cfg.TRAINER.SELFTRAINING.LOSS_MEAN = "batch"  # CE averaged over the batch (FixMatch) | selected (MUST)
+    cfg.TRAINER.SELFTRAINING.FAIRNESS_WEIGHT = 0.0  # weight of FAIR's fairness term (MUST's regulariser: 1)
+    cfg.TRAINER.SELFTRAINING.STRONG_AUG = "randaugment"  # strong view: randaugment | none (FAIR's views)
+    cfg.TRAINER.SELFTRAINING.RANDAUGMENT_N = 2
+    cfg.TRAINER.SELFTRAINING.RANDAUGMENT_M = 10
+    cfg.TRAINER.SELFTRAINING.STRONG_CROP_SCALE = (0.5, 1.0)  # strong view: RandomResizedCrop area range
+
+    # ---- DPA (docs/BASELINES.md; Ali et al., WACV 2025) -------------------------------------------------------------
+    cfg.TRAINER.DPA = CN()
+    cfg.TRAINER.DPA.TEMPLATES = "clip"  # template set of the initial text prototypes (DPA: CLIP's per-dataset lists)
+    cfg.TRAINER.DPA.ALPHA = 0.5  # a: weight of the image-prototype probabilities in the fused pseudo-labels
+    cfg.TRAINER.DPA.ALIGN_WEIGHT = 1.0  # weight of the prototype-alignment cross-entropy (DPA's `align`)
+    cfg.TRAINER.DPA.ALIGN_SCALE = 100.0  # logit scale of that alignment, scale * P T^T (DPA's `w`)
+    cfg.TRAINER.DPA.FAIRNESS_WEIGHT = 1.0  # weight of -mean_c log mean_b p (DPA's `reg`; FAIR's fairness term)
+    cfg.TRAINER.DPA.HISTORY = 32  # batch means of p_t kept for the distribution alignment
+    cfg.TRAINER.DPA.STRONG_AUG = "randaugment"  # strong view: randaugment | none (FAIR's views)
+    cfg.TRAINER.DPA.RANDAUGMENT_N = 2
+    cfg.TRAINER.DPA.RANDAUGMENT_M = 10
+    cfg.TRAINER.DPA.STRONG_CROP_SCALE = (0.3, 1.0)  # strong view: RandomResizedCrop area range (DPA's train_crop_min)
     return cfg

@@ -344,8 +344,8 @@ def _notes(board: Board, protocols: Dict[str, str]) -> List[str]:
     for p in dict.fromkeys(r.protocol for r in board.rows):
         local = next((r for r in board.rows if r.protocol == p and r.local), None)
         if p == OURS:
-            desc = ("local runs of this project's trainers (FAIR, ReCLIP, DAC, ZSCLIP): CoOp/Dassl splits, "
-                    "last-epoch test accuracy")
+            desc = ("local runs of this project's trainers (FAIR, ReCLIP, DAC, ZSCLIP and the baselines of "
+                    "docs/BASELINES.md): CoOp/Dassl splits, last-epoch test accuracy")
         elif local is not None:
             desc = f"local runs of trainer {p} under --output"
         else:

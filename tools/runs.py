@@ -46,6 +46,10 @@ SHOTS_RE = re.compile(r"^(?P<cfg>.+)_(?P<shots>\d+)shots$")
 VARIANT_SUFFIXES = ("_transductive", "_inductive", "_templatedesc")
 # the script name of each method and the Dassl trainer it runs (scripts/<method>/main.sh)
 METHOD_TRAINERS = {"zsclip": "ZSCLIP", "fair": "FAIR", "reclip": "ReCLIP", "dac": "DAC"}
+# baselines run in the same harness (docs/BASELINES.md): also this project's trainers, labelled `ours`
+METHOD_TRAINERS.update({"tipadapter": "TipAdapter", "tipadapterf": "TipAdapterF", "linearprobe": "LinearProbe",
+                        "selftraining": "SelfTraining", "dpa": "DPA"})
+TRANSDUCTIVE_METHODS = ("fair", "selftraining", "dpa")  # `DATASET.ADAPT_SPLIT test` -> run name <cfg>_transductive
 ZERO_SHOT_TRAINER = "ZSCLIP"
 OURS = "ours"  # the origin label of this project's trainers; any other trainer is labelled by its own name
 # zero-shot references for the Δ column, in order of preference: ours, then CoOp's (CoOp trainers/zsclip.py:
@@ -102,7 +106,8 @@ class Run:
 
 
 def origin(trainer: str) -> str:
-    """`ours` for this project's trainers (FAIR, ReCLIP, DAC, ZSCLIP), else the trainer's own name."""
+    """`ours` for this project's trainers (METHOD_TRAINERS: FAIR, ReCLIP, DAC, ZSCLIP and the baselines run in the same
+    harness, docs/BASELINES.md), else the trainer's own name."""
     return OURS if trainer in METHOD_TRAINERS.values() else trainer
 
 
@@ -139,10 +144,10 @@ def method_run_name(method: str, cfg: str, shots: Optional[int] = None, opts=())
     opts = list(opts)
     pairs = dict(zip(opts[0::2], opts[1::2]))
     split = pairs.get("DATASET.ADAPT_SPLIT")
-    if method == "fair":
+    if method in TRANSDUCTIVE_METHODS:
         if split == "test":
             cfg = cfg + "_transductive"
-        if pairs.get("TRAINER.FAIR.DESCRIPTIONS_FALLBACK") == "template":
+        if method == "fair" and pairs.get("TRAINER.FAIR.DESCRIPTIONS_FALLBACK") == "template":
             cfg = cfg + "_templatedesc"
     elif method == "reclip" and split == "train":
         cfg = cfg + "_inductive"

@@ -34,7 +34,7 @@ from typing import List, Optional, Sequence, Tuple
 from tools import runs as runs_mod
 
 REPO = Path(__file__).resolve().parents[1]
-SHOTS_METHODS = ("dac",)  # methods whose script takes <shots>
+SHOTS_METHODS = ("dac", "tipadapter", "tipadapterf", "linearprobe")  # methods whose script takes <shots>
 GENERIC = "trainer"  # scripts/trainer/main.sh <TRAINER> <dataset> <cfg>: any registered trainer (--trainer)
 
 
@@ -278,7 +278,7 @@ def main(argv=None) -> int:
     p.add_argument("--datasets", required=True, type=_csv_list, help="comma-separated, e.g. cub,dtd")
     p.add_argument("--cfgs", required=True, type=_csv_list, help="comma-separated backbone cfgs, e.g. vit_b16,rn50")
     p.add_argument("--shots", type=lambda t: _csv_list(t, int), default=None,
-                   help=f"dac and {GENERIC} only: e.g. 1,2,4,8,16")
+                   help=f"{', '.join(SHOTS_METHODS)} and {GENERIC} only: e.g. 1,2,4,8,16")
     p.add_argument("--seeds", type=lambda t: _csv_list(t, int), default=[1, 2, 3], help="default 1,2,3")
     p.add_argument("--dry-run", action="store_true", help="print what would run; run nothing")
     p.add_argument("--scripts-dir", default=None, help="folder with <method>/main.sh (default: env "
