@@ -1,6 +1,4 @@
 """Prior methods run in this project's harness as baselines (docs/BASELINES.md): their math, pure torch/numpy."""
-
-
 from ..checkpoint import ConfigError
 
 
