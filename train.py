@@ -127,7 +127,8 @@ def check_cfg(cfg):
 
     from clip_adapt.engine.base import check_generic_cfg
 
-    check_generic_cfg(cfg)
+    trainer = TRAINER_REGISTRY._obj_map.get(cfg.TRAINER.NAME)
+    check_generic_cfg(cfg, getattr(trainer, "MIN_EPOCHS", 1))  # training-free trainers accept 0 epochs
     for key, value, registry in (("TRAINER.NAME", cfg.TRAINER.NAME, TRAINER_REGISTRY),
                                  ("DATASET.NAME", cfg.DATASET.NAME, DATASET_REGISTRY)):
         known = sorted(registry._obj_map)

@@ -28,7 +28,8 @@ def build(tmp_path, dassl_cfg):
 
     def _build(out, *opts, trainer="LinearProbe"):
         yaml = f"configs/trainers/{trainer}/vit_b16.yaml"
-        extra = SMALL if trainer == "LinearProbe" else ["DATASET.NUM_SHOTS", str(K), "TRAINER.DAC.AUG_PASSES", "1"]
+        extra = SMALL if trainer == "LinearProbe" else ["DATASET.NUM_SHOTS", str(K), "TRAINER.DAC.AUG_PASSES", "1",
+                                                               "TRAINER.DAC.SAMPLER", "random"]  # one pass
         cfg = dassl_cfg(yaml, "TRAINER.NAME", trainer, "DATASET.NAME", "LPFixture", "OUTPUT_DIR", str(out), *extra,
                         *opts)
         set_random_seed(cfg.SEED)

@@ -354,5 +354,8 @@ def test_rows_name_the_prompts_and_recipe_their_results_json_records(tmp_path):
     _, rows = results.summary_rows(list(s.values()))
     assert "vit_b16_official [prompts clip, recipe official]" in {r[3] for r in rows}
     board = leaderboard.build(list(s.values()), [])
-    assert {r.run for r in board.rows} >= {"vit_b16_clip [prompts clip]",
-                                           "vit_b16_official [prompts clip, recipe official]"}
+    assert {(r.run, r.variant) for r in board.rows} >= {("vit_b16_clip", "prompts clip"),
+                                                        ("vit_b16_official", "prompts clip, recipe official")}
+    assert "| vit_b16_official [prompts clip, recipe official] |" in leaderboard.render(board, "markdown")
+    csv_rows = list(csv.DictReader(io.StringIO(leaderboard.render(board, "csv"))))
+    assert {(r["run"], r["computed_with"]) for r in csv_rows} >= {("vit_b16_official", "prompts clip, recipe official")}

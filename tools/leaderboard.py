@@ -57,6 +57,7 @@ class Row:
     ns: Dict[str, int] = field(default_factory=dict)
     deltas: Dict[str, float] = field(default_factory=dict)
     run: str = ""  # local rows: the run name (cfg and folded levels); published rows: ""
+    variant: str = ""  # local rows: what results.json records the runs computed with (prompts, recipe, ...)
     local: bool = False  # a row of runs found under --output (ours or another trainer's)
     backbone_sha256: str = ""  # local rows: the loaded checkpoint's sha256 when known
     cfg: str = ""  # local rows: the cfg (shots split off), for the Δ reference
@@ -176,7 +177,8 @@ def our_rows(summaries) -> List[Row]:
         name, sha = s.backbone
         source = OUR_SOURCE if s.origin == OURS else LOCAL_SOURCE
         row = rows.setdefault((s.trainer, s.run_name, name, sha),
-                              Row(s.trainer, s.origin, backbone_label(name, sha), source, s.shots, run=s.label,
+                              Row(s.trainer, s.origin, backbone_label(name, sha), source, s.shots, run=s.run_name,
+                                  variant=s.variant,
                                   local=True, backbone_sha256=sha, cfg=s.cfg))
         row.values[s.dataset] = s.mean
         row.stds[s.dataset] = s.std
@@ -311,7 +313,8 @@ def render(board: Board, fmt: str, protocols: Optional[Dict[str, str]] = None) -
                 return t
             return f"**{t}**" if md else f"\\textbf{{{t}}}"
         esc = (lambda t: t) if md else _latex_escape
-        cells = [esc(r.method), esc(r.run), esc(r.protocol), esc(r.backbone), "" if r.shots is None else r.shots,
+        run = f"{r.run} [{r.variant}]" if r.variant else r.run
+        cells = [esc(r.method), esc(run), esc(r.protocol), esc(r.backbone), "" if r.shots is None else r.shots,
                  esc(r.source)]
         for ds in board.datasets:
             cells.append(_cell(r, ds, lambda t, ds=ds: bold(t, ds), "±" if md else "$\\pm$",
@@ -355,7 +358,7 @@ def _notes(board: Board, protocols: Dict[str, str]) -> List[str]:
 
 
 def _render_csv(board: Board) -> str:
-    header = ["method", "run", "protocol", "backbone", "backbone_sha256", "shots", "source"]
+    header = ["method", "run", "computed_with", "protocol", "backbone", "backbone_sha256", "shots", "source"]
     for ds in board.datasets:
         header += [ds, f"{ds}_std", f"{ds}_n", f"{ds}_delta"]
     header.append("average")
@@ -363,7 +366,7 @@ def _render_csv(board: Board) -> str:
     w = csv.writer(out, lineterminator="\n")
     w.writerow(header)
     for i, r in enumerate(board.rows):
-        cells = [r.method, r.run, r.protocol, r.backbone.split(" sha256:")[0] if r.local else r.backbone,
+        cells = [r.method, r.run, r.variant, r.protocol, r.backbone.split(" sha256:")[0] if r.local else r.backbone,
                  r.backbone_sha256, "" if r.shots is None else r.shots, r.source]
         for ds in board.datasets:
             v = r.values.get(ds)

@@ -86,11 +86,15 @@ class RunSummary:
         return " | ".join(sorted({b[0] for b in known})), ""
 
     @property
+    def variant(self) -> str:
+        """What the finished seeds recorded they computed with (tools.runs.recorded_variant), e.g. `prompts clip,
+        recipe official`; seeds that disagree are all named; "" when none records anything."""
+        return " | ".join(sorted(v for v in self.variants if v))
+
+    @property
     def label(self) -> str:
-        """The run name, with what its finished seeds recorded they computed with (e.g. `vit_b16 [prompts clip,
-        recipe official]`); seeds that disagree are all named."""
-        known = sorted(v for v in self.variants if v)
-        return f"{self.run_name} [{' | '.join(known)}]" if known else self.run_name
+        """The run name with its variant, e.g. `vit_b16 [prompts clip, recipe official]`."""
+        return f"{self.run_name} [{self.variant}]" if self.variant else self.run_name
 
 
 def _seed_order(seed):

@@ -78,10 +78,11 @@ def is_plain_name(name):
     return bool(re.fullmatch(r"[A-Za-z0-9_.-]+", str(name))) and ".." not in str(name)
 
 
-def check_generic_cfg(cfg):
+def check_generic_cfg(cfg, min_epochs=1):
     """Raise ConfigError naming the key, the value and what is allowed, for the config values shared by every
-    trainer (CFG_CHOICES, plain names, a finite positive OPTIM.LR, OPTIM.MAX_EPOCH >= 1). Called by train.py
-    after the merge and by CLIPAdaptTrainer before anything is built."""
+    trainer (CFG_CHOICES, plain names, a finite positive OPTIM.LR, OPTIM.MAX_EPOCH >= min_epochs: the trainer's
+    MIN_EPOCHS, 0 for training-free ones). Called by train.py after the merge and by CLIPAdaptTrainer before
+    anything is built."""
     def get(key):
         node = cfg
         for part in key.split("."):
@@ -99,8 +100,8 @@ def check_generic_cfg(cfg):
     lr = cfg.OPTIM.LR
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ConfigError(f"OPTIM.LR must be a finite number > 0; got {lr!r}")
-    if int(cfg.OPTIM.MAX_EPOCH) < 1:
-        raise ConfigError(f"OPTIM.MAX_EPOCH must be >= 1; got {cfg.OPTIM.MAX_EPOCH!r}")
+    if int(cfg.OPTIM.MAX_EPOCH) < min_epochs:
+        raise ConfigError(f"OPTIM.MAX_EPOCH must be >= {min_epochs}; got {cfg.OPTIM.MAX_EPOCH!r}")
 
 
 def check_output_folder(directory, identity, what="run"):
@@ -123,13 +124,15 @@ def default_feature_cache_dir():
 class CLIPAdaptTrainer(TrainerX):
     """Base trainer: CLIP loading, torch-native schedules, weights_only checkpoints, exact resume."""
 
+    MIN_EPOCHS = 1  # the smallest OPTIM.MAX_EPOCH a trainer accepts (0: training-free, e.g. TipAdapter)
+
     def __init__(self, cfg):
         self._save_filters = {}
         self._lr_stepped_epoch = -1
         self.backbone_id = None
         self.precision = "fp32"
         self.last_result = None
-        check_generic_cfg(cfg)
+        check_generic_cfg(cfg, self.MIN_EPOCHS)
         try:  # a trainer's own checks (Dassl calls check_cfg again): a bad value is a ConfigError
             self.check_cfg(cfg)
         except ConfigError:

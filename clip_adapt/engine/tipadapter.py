@@ -41,6 +41,8 @@ FINAL_STATE = "tipadapter_final.pt"
 class TipAdapter(DAC):
     """Training-free Tip-Adapter: the cache model of the few-shot features; alpha/beta searched on val."""
 
+    MIN_EPOCHS = 0  # training-free: OPTIM.MAX_EPOCH 0
+
     TRAIN_KEYS = False
 
     @property
@@ -246,5 +248,7 @@ class TipAdapter(DAC):
 @TRAINER_REGISTRY.register()
 class TipAdapterF(TipAdapter):
     """Tip-Adapter-F: the cache keys are fine-tuned with cross-entropy, then alpha/beta are searched on val."""
+
+    MIN_EPOCHS = 1  # the cache keys are trained
 
     TRAIN_KEYS = True
