@@ -91,3 +91,20 @@ run_seeds() {
     done
     return $failed
 }
+
+run_fewshot() {  # <TRAINER> <usage> <dataset> <cfg> <shots> [KEY VALUE ...]: a few-shot method's main.sh
+    local trainer="$1" usage="$2"
+    shift 2
+    [[ $# -ge 3 ]] || usage_exit "$usage"
+    local dataset="$1" cfg="$2" shots="$3"
+    shift 3
+    if ! [[ "$shots" =~ ^[0-9]+$ ]] || (( shots < 1 )); then
+        echo "error: <shots> must be a positive integer (1, 2, 4, 8, 16), got '$shots'" >&2
+        exit 2
+    fi
+    if [[ -n "$(opt_value DATASET.NUM_SHOTS "$@")" ]]; then
+        echo "error: give the shots as the third argument, not as DATASET.NUM_SHOTS (it names the run folder)" >&2
+        exit 2
+    fi
+    run_seeds "$trainer" "$dataset" "$cfg" "${cfg}_${shots}shots" -- DATASET.NUM_SHOTS "$shots" "$@"
+}
