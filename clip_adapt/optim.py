@@ -10,6 +10,15 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("cosine", "single_step", "constant")
 
 
+def decay_groups(module, weight_decay):
+    """AdamW parameter groups of `module`'s trainable parameters: weight decay on matrices and anchors (ndim >= 2),
+    none on norm parameters and biases."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
 def build_optimizer(params, optim_cfg):
     """SGD | Adam | AdamW from cfg.OPTIM (NAME, LR, WEIGHT_DECAY, MOMENTUM, ADAM_BETA1/2).
 

@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clip_adapt.fair.model import visual_norm_parameters
+from clip_adapt.optim import decay_groups
 
 
 @torch.no_grad()
@@ -70,11 +71,7 @@ class NormTunedCLIP(nn.Module):
 
     def param_groups(self, weight_decay):
         """AdamW groups: weight decay on matrices (ndim >= 2, e.g. a trained classifier), none on norms."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return [g for g in groups if g["params"]]
+        return decay_groups(self, weight_decay)
 
     def encode(self, images):
         """Normalised image features (float32)."""

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import ConfigError
 from ..norms import module_dtype, norm_parameters, tower_name
+from ..optim import decay_groups
 from .crops import check_crop_scale, crop_weights, encode_with_crops
 from .las import las_scores
 from .pseudo_labels import MARGIN_MODES, DistributionAlignment, PseudoLabels, fair_loss, pseudo_labels
@@ -138,11 +139,7 @@ class FAIRModel(nn.Module):
 
     def param_groups(self, weight_decay):
         """AdamW groups (part 8): decay on weight matrices/anchors (ndim >= 2), none on norm parameters/biases."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return [g for g in groups if g["params"]]
+        return decay_groups(self, weight_decay)
 
     # ---- scores ---------------------------------------------------------------------------------------------
     @property
