@@ -245,6 +245,18 @@ class CLIPAdaptTrainer(TrainerX):
                 f"non-finite logits in the evaluation on the {split} split, batch {batch} (model after epoch "
                 f"{self.epoch + 1}/{self.max_epoch}); stopping; no result is written")
 
+    def optimizer_step(self, loss, optim, scaler=None):
+        """Check the loss, then backward and step `optim` (through the AMP GradScaler `scaler` when given)."""
+        self.check_loss(loss)
+        optim.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optim)
+            scaler.update()
+        else:
+            loss.backward()
+            optim.step()
+
     def detect_anomaly(self, loss):  # Dassl's model_backward calls this
         self.check_loss(loss)
 

@@ -282,15 +282,21 @@ class DAC(CLIPAdaptTrainer):
         return {"loss": loss.item(), "loss_con": parts["loss_con"].item(), "loss_ce": parts["loss_ce"].item()}
 
     # ---- cache model and the val search -------------------------------------------------------------------
+    def loaded_cache_model(self):
+        """(keys, values, column map or None) of the cache read from a model dir; the column map sends its classes
+        to this dataset's when they differ."""
+        src = list(self._loaded_cache["classnames"])
+        keys = self._loaded_cache["keys"].to(self.device)
+        values = cache_values(self._loaded_cache["labels"].to(self.device), len(src))
+        cols = None if src == self.classnames else class_index_map(src, self.classnames).to(self.device)
+        return keys, values, cols
+
     @torch.no_grad()
     def cache_model(self):
         """(keys, values, column map): keys = mean over passes of g(f) (part 1), or the one read from a model dir."""
         if self._cache is None:
             if self._loaded_cache is not None:
-                src = list(self._loaded_cache["classnames"])
-                keys = self._loaded_cache["keys"].to(self.device)
-                values = cache_values(self._loaded_cache["labels"].to(self.device), len(src))
-                cols = None if src == self.classnames else class_index_map(src, self.classnames).to(self.device)
+                keys, values, cols = self.loaded_cache_model()
             else:
                 views, labels = self.train_views()
                 keys, values = self.head.build_cache(views, labels, len(self.classnames))

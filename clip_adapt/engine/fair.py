@@ -154,16 +154,7 @@ class FAIR(CLIPAdaptTrainer):
         crops = batch["crops"].to(self.device, non_blocking=True)
         with self.autocast():
             loss, out = self.model.loss(weak, strong, crops)
-        self.check_loss(loss)
-        optim = self._optims["fair"]
-        optim.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(optim)
-            self.scaler.update()
-        else:
-            loss.backward()
-            optim.step()
+        self.optimizer_step(loss, self._optims["fair"], self.scaler)
         self.model.update_teacher()
         stats = self.model.step_statistics(out)
         self._log_step(batch["index"], out, stats)

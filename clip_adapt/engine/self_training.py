@@ -108,16 +108,7 @@ class SelfTraining(CLIPAdaptTrainer):
     # ---- training step --------------------------------------------------------------------------------------
     def step(self, loss):
         """Backward and update (with the AMP grad scaler when TRAINER.PREC is amp on CUDA)."""
-        self.check_loss(loss)
-        optim = self._optims[self.SECTION.lower()]
-        optim.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(optim)
-            self.scaler.update()
-        else:
-            loss.backward()
-            optim.step()
+        self.optimizer_step(loss, self._optims[self.SECTION.lower()], self.scaler)
         if self.batch_idx + 1 == self.num_batches:
             self.update_lr()
 

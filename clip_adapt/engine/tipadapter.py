@@ -163,10 +163,7 @@ class TipAdapter(DAC):
         """(keys, values, column map or None): loaded from a model dir, the fine-tuned keys, or the features'."""
         if self._cache is None:
             if self._loaded_cache is not None:
-                src = list(self._loaded_cache["classnames"])
-                keys = self._loaded_cache["keys"].to(self.device)
-                values = cache_values(self._loaded_cache["labels"].to(self.device), len(src))
-                cols = None if src == self.classnames else class_index_map(src, self.classnames).to(self.device)
+                keys, values, cols = self.loaded_cache_model()
             elif self.head is not None:
                 if not self._keys_initialised:
                     self.init_keys()
