@@ -6,6 +6,9 @@
 
 Other Dassl trainers (CoOp, CoCoOp, ...) run through it with `--import MODULE_OR_FILE` (repeatable), e.g.
 `--import /path/to/CoOp/train.py` (registers CoOp's trainers and datasets and declares their config keys).
+
+Data-parallel: `torchrun --nproc_per_node N train.py ...` (docs/DISTRIBUTED.md). Only rank 0 prints and writes;
+the other ranks' stdout is dropped and their stderr keeps error lines only, prefixed with the rank.
 """
 import argparse
 import importlib
@@ -219,7 +222,44 @@ def _remove_failed_folder(created):
                 break
 
 
+class _RankStderr:
+    """stderr of a rank > 0: progress bars (lines redrawn with '\r') dropped, other lines prefixed with the rank."""
+
+    def __init__(self, stream, rank):
+        self.stream, self.prefix = stream, f"[rank {rank}] "
+
+    def write(self, text):
+        if "\r" in text or not text.strip():
+            return len(text)
+        return self.stream.write("".join(self.prefix + line for line in text.splitlines(True)))
+
+    def flush(self):
+        self.stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def _quiet_other_ranks():
+    """Under torchrun, ranks > 0 print nothing (rank 0 speaks for the run)."""
+    rank = int(os.environ.get("RANK", "0") or 0)
+    if rank > 0:
+        sys.stdout = open(os.devnull, "w")
+        sys.stderr = _RankStderr(sys.stderr, rank)
+    return rank
+
+
 def main(args):
+    rank = _quiet_other_ranks()
+    try:
+        _main(args, rank)
+    finally:
+        from clip_adapt import distributed
+
+        distributed.shutdown()
+
+
+def _main(args, rank):
     _import_dassl()
     from dassl.engine import build_trainer
     from dassl.utils import collect_env_info, set_random_seed
@@ -239,14 +279,24 @@ def main(args):
             return
     except _input_errors() as e:
         _fail(e)
-    created = _created_dirs(cfg.OUTPUT_DIR)
+    created = _created_dirs(cfg.OUTPUT_DIR) if rank == 0 else []
+    from clip_adapt import distributed
+
+    try:  # under torchrun: join the process group (NCCL on GPUs, gloo on CPU)
+        backend = distributed.init_from_env(cfg.USE_CUDA)
+    except (RuntimeError, ValueError) as e:
+        _fail(f"cannot start the data-parallel run: {e}")
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
     try:
-        setup_logging(cfg.OUTPUT_DIR)
+        if rank == 0:  # one log.txt, written by rank 0
+            setup_logging(cfg.OUTPUT_DIR)
     except OSError as e:
         _fail(f"cannot write the log in {cfg.OUTPUT_DIR}: {e}")
+    if backend:
+        print(f"Data-parallel: {distributed.world_size()} processes ({backend}); global batch as configured, "
+              f"split over the processes")
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
     print(f"Log: {os.path.join(cfg.OUTPUT_DIR, 'log.txt')} (the full config is written there)")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .atomic import atomic_path
 
 
@@ -47,12 +48,21 @@ class FeatureCache:
             torch.save({"key": json.loads(json.dumps(key, sort_keys=True, default=str)), "value": value}, tmp)
 
     def get_or_compute(self, key, compute):
-        """`compute()` once per key; later calls (and later runs) read the file."""
+        """`compute()` once per key; later calls (and later runs) read the file.
+
+        Data-parallel (torchrun), every process takes the same branch: the file where each can read it; rank 0's
+        copy sent to all where some cannot (e.g. a cache folder local to each node); else `compute()` on every
+        process (it may be a collective, e.g. a sharded feature extraction), written by rank 0 only."""
         value = self.load(key)
-        if value is not None:
+        found = distributed.all_gather_objects(value is not None)
+        if all(found):
             self.hits += 1
             return value
+        if found[0]:
+            self.hits += 1
+            return distributed.broadcast_from_main(value)
         self.misses += 1
         value = compute()
-        self.save(key, value)
+        if distributed.is_main():
+            self.save(key, value)
         return value

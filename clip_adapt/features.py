@@ -7,19 +7,19 @@ feature: the backbone checkpoint's sha256, the precision it runs in, the full de
 pass, and the ordered images with their labels and the size and modification time (ns) of each image file, so an
 image replaced in place is a cache miss.
 
-The extraction leaves the global RNG untouched (it runs inside `torch.random.fork_rng`, seeded per pass), so a
-trainer that extracts features before training shuffles the same way whether or not the cache was hit, and a
-resumed run continues exactly.
+The extraction leaves the global RNG untouched (each image is produced inside `torch.random.fork_rng`, seeded by
+(pass seed, image index)), so a trainer that extracts features before training shuffles the same way whether or
+not the cache was hit, a resumed run continues exactly, and a data-parallel extraction equals a 1-process one.
 """
 import contextlib
 import hashlib
 import json
 import os
-import random
 
 import torch
 from tqdm import tqdm
 
+from . import distributed
 from .zeroshot import encode_images
 
 
@@ -83,6 +83,7 @@ def feature_key(backbone_id, dataset, split, impaths, labels, transform, aug_pas
     return {"kind": "image_features", "backbone": str(backbone_id), "precision": str(precision),
             "dataset": str(dataset), "split": str(split), "num_shots": int(num_shots),
             "fewshot_seed": int(fewshot_seed), "aug_pass": int(aug_pass), "transform": describe_transform(transform),
+            "rng": "per_image",
             "n": len(impaths), "items": items_digest(impaths, labels, image_stats(impaths))}
 
 
@@ -91,44 +92,43 @@ def extract_features(model, loader, device=None, autocast=None, desc="image feat
     """N x D float32 normalised features and N labels of every item of `loader`, in dataset order.
 
     Batches are Dassl-style dicts (img, label, index); rows are placed by `index`, so any sampler works.
+    Data-parallel (torchrun), each process encodes every N-th batch and the rows are gathered: every process gets
+    the whole split, each batch computed as in a 1-process run (clip_adapt/distributed.py).
     """
     device = device or next(model.parameters()).device
     autocast = autocast or contextlib.nullcontext
     n = num_items if num_items is not None else len(loader.dataset)
-    feats, labels = None, torch.full((n,), -1, dtype=torch.long)
+    outputs, where = [], []
     was_training = model.training
     model.eval()
     try:
-        for batch in tqdm(loader, desc=desc, leave=False):
+        for batch in tqdm(distributed.shard_batches(loader), desc=desc, leave=False):
             with autocast():
-                f = encode_images(model, batch["img"].to(device)).float().cpu()
-            if feats is None:
-                feats = torch.zeros(n, f.shape[1])
-            index = batch["index"].long()
-            feats[index] = f
-            labels[index] = batch["label"].long()
+                outputs.append(encode_images(model, batch["img"].to(device)).float().cpu())
+            where.append(torch.stack([batch["index"].long(), batch["label"].long()], 1))
     finally:
         model.train(was_training)
-    if feats is None:
+    outputs, where = distributed.gather_batches(outputs, where)
+    if not outputs:
         raise ValueError(f"extract_features: the loader of {desc!r} yielded no images")
+    f, where = torch.cat(outputs), torch.cat(where)
+    feats, labels = torch.zeros(n, f.shape[1]), torch.full((n,), -1, dtype=torch.long)
+    feats[where[:, 0]] = f
+    labels[where[:, 0]] = where[:, 1]
     return feats, labels
 
 
 def cached_features(cache, key, model, loader, seed=0, **kwargs):
     """(features, labels) for `key` from `cache`, or extracted with `extract_features` and stored.
 
-    The extraction runs with torch's and Python's RNGs seeded by `seed` (random augmentation passes are
-    reproducible) and restored afterwards.
+    Item i of the loader is produced with torch's and Python's RNGs seeded by (seed, i)
+    (clip_adapt.distributed.SeededItems), so a random augmentation pass is reproducible whatever the batching,
+    the loader workers or the number of processes; the global RNG is left untouched.
     """
     def compute():
-        py_state = random.getstate()
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                random.seed(seed)
-                feats, labels = extract_features(model, loader, **kwargs)
-        finally:
-            random.setstate(py_state)
+        seeded = distributed.rebatch(loader, dataset=distributed.SeededItems(loader.dataset, seed))
+        with distributed.seeded_rng(seed):  # the loader's own draws (its workers' base seed) leave the RNG alone
+            feats, labels = extract_features(model, seeded, num_items=len(loader.dataset), **kwargs)
         return {"features": feats, "labels": labels}
 
     if cache is None:

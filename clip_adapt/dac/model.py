@@ -58,13 +58,17 @@ class DACHead(nn.Module):
         """(keys, values) of the few-shot set from its A x N x D view features (DAC.md, part 1)."""
         return cache_keys(view_features, self.adapter), cache_values(labels, num_classes)
 
-    def loss(self, features, labels, temperature=0.07):
+    def loss(self, features, labels, temperature=0.07, gather=None):
         """Supervised intra-modal contrastive loss on g(f) plus cross-entropy on s f W'^T (DAC.md, parts 1-2).
 
         The two parts share no parameter, so the sum trains each with its own loss. Returns (loss, parts).
+        gather: with data-parallel shards, clip_adapt.distributed.gather_batch -- the losses are then those of the
+        global batch (the contrastive pairs span every shard).
         """
-        con = supervised_contrastive_loss(self.adapter(features), labels, temperature)
-        ce = F.cross_entropy(self.text_logits(features), labels)
+        gather = gather or (lambda t: t)
+        labels = gather(labels)
+        con = supervised_contrastive_loss(gather(self.adapter(features)), labels, temperature)
+        ce = F.cross_entropy(gather(self.text_logits(features)), labels)
         return con + ce, {"loss_con": con.detach(), "loss_ce": ce.detach()}
 
 

@@ -18,6 +18,10 @@ What it changes in Dassl's behaviour, so our trainers work on current torch with
 - Generic config values (TRAINER.PREC, OPTIM.NAME, ...) are checked before anything is built (ConfigError).
 - Every data loader reads images through `CheckedDatasetWrapper`: an unreadable image (corrupt, truncated,
   vanished) is a DatasetError naming its path instead of a bare PIL error.
+- Data-parallel under torchrun (clip_adapt/distributed.py, docs/DISTRIBUTED.md): the config's training batch is the
+  global batch (an indivisible one is a ConfigError naming both numbers); gradients are summed over processes
+  before every optimiser step; evaluation is sharded by batches and gathered; only rank 0 writes run.json, logs,
+  tensorboard, checkpoints and results.json. With one process nothing of this changes a number.
 """
 import contextlib
 import datetime
@@ -30,10 +34,12 @@ import re
 import time
 
 import torch
+from tqdm import tqdm
 from dassl.data.data_manager import DataManager, DatasetWrapper, build_data_loader
 from dassl.engine import TrainerX
 
 from clip_adapt import checkpoint as ckpt
+from clip_adapt import distributed
 from clip_adapt.atomic import write_text
 from clip_adapt.checkpoint import CheckpointWriteError, ConfigError, ResumeError, RunIdentityError
 from clip_adapt.cache import FeatureCache
@@ -125,6 +131,7 @@ class CLIPAdaptTrainer(TrainerX):
     """Base trainer: CLIP loading, torch-native schedules, weights_only checkpoints, exact resume."""
 
     MIN_EPOCHS = 1  # the smallest OPTIM.MAX_EPOCH a trainer accepts (0: training-free, e.g. TipAdapter)
+    DATA_PARALLEL = True  # runs under torchrun with several processes (False: one process only)
 
     def __init__(self, cfg):
         self._save_filters = {}
@@ -133,13 +140,22 @@ class CLIPAdaptTrainer(TrainerX):
         self.precision = "fp32"
         self.last_result = None
         check_generic_cfg(cfg, self.MIN_EPOCHS)
+        if distributed.world_size() > 1 and not self.DATA_PARALLEL:
+            raise ConfigError(f"TRAINER.NAME {cfg.TRAINER.NAME} runs in one process only, not data-parallel "
+                              f"({distributed.world_size()} processes): run it without torchrun (NPROC unset or 1)")
         try:  # a trainer's own checks (Dassl calls check_cfg again): a bad value is a ConfigError
             self.check_cfg(cfg)
+            for key, value in self.global_batches(cfg).items():
+                distributed.per_rank_batch(value, key)
         except ConfigError:
             raise
         except ValueError as e:
             raise ConfigError(str(e)) from e
         super().__init__(cfg)
+
+    def global_batches(self, cfg):
+        """{config key: value} of the training batches, which are global batches (split over the processes)."""
+        return {"DATALOADER.TRAIN_X.BATCH_SIZE": cfg.DATALOADER.TRAIN_X.BATCH_SIZE}
 
     def build_data_loader(self):
         """Dassl's data attributes, with images read through CheckedDatasetWrapper (errors name the image)."""
@@ -246,19 +262,47 @@ class CLIPAdaptTrainer(TrainerX):
                 f"{self.epoch + 1}/{self.max_epoch}); stopping; no result is written")
 
     def optimizer_step(self, loss, optim, scaler=None):
-        """Check the loss, then backward and step `optim` (through the AMP GradScaler `scaler` when given)."""
+        """Check the loss, then backward and step `optim` (through the AMP GradScaler `scaler` when given); the
+        gradients are summed over processes first (data-parallel)."""
         self.check_loss(loss)
         optim.zero_grad(set_to_none=True)
         if scaler is not None:
-            scaler.scale(loss).backward()
+            if loss.requires_grad:
+                scaler.scale(loss).backward()
+            distributed.all_reduce_grads(_params(optim))
             scaler.step(optim)
             scaler.update()
         else:
-            loss.backward()
+            if loss.requires_grad:
+                loss.backward()
+            distributed.all_reduce_grads(_params(optim))
             optim.step()
 
     def detect_anomaly(self, loss):  # Dassl's model_backward calls this
         self.check_loss(loss)
+
+    def model_backward(self, loss):
+        """Dassl's backward; a loss without a graph (data-parallel: no sample of this process took part) adds no
+        gradient."""
+        self.detect_anomaly(loss)
+        if loss.requires_grad:
+            loss.backward()
+
+    def model_update(self, names=None):
+        """Dassl's optimiser steps, after the gradients are summed over processes (data-parallel)."""
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                distributed.all_reduce_grads(_params(self._optims[name]))
+        super().model_update(names)
+
+    def run_epoch(self):
+        """Dassl's epoch, after the epoch is set on the training loader's sampler and seeded dataset."""
+        loader = self.train_loader_x
+        if hasattr(getattr(loader, "batch_sampler", None), "set_epoch"):
+            loader.batch_sampler.set_epoch(self.epoch)
+        if isinstance(getattr(loader, "dataset", None), distributed.SeededItems):
+            loader.dataset.epoch = self.epoch
+        super().run_epoch()
 
     # ---- LR stepping ----------------------------------------------------------------------------------
     def update_lr(self, names=None):
@@ -296,6 +340,8 @@ class CLIPAdaptTrainer(TrainerX):
         A failed write (full disk) is a CheckpointWriteError naming the file; the previous epoch stays intact.
         """
         n_epoch = epoch + 1
+        if not distributed.is_main():  # every process holds the same weights; rank 0 writes them
+            return
         target = None
         try:
             fnames = {}
@@ -352,6 +398,8 @@ class CLIPAdaptTrainer(TrainerX):
         model_dir, load_epoch)."""
         identity = self.run_identity(**mode)
         check_output_folder(self.output_dir, identity)
+        if not distributed.is_main():
+            return
         try:
             ckpt.record_identity(self.output_dir, identity)
         except OSError as e:
@@ -361,6 +409,11 @@ class CLIPAdaptTrainer(TrainerX):
     def before_train(self):
         self.begin_run()
         super().before_train()
+
+    def init_writer(self, log_dir):
+        """Tensorboard on rank 0 only (write_scalar is a no-op without a writer)."""
+        if distributed.is_main():
+            super().init_writer(log_dir)
 
     def resume_model_if_exist(self, directory):
         """Resume from the epoch `<dir>/trainer_state.pth.tar` names, after checking the folder was made by this
@@ -424,14 +477,32 @@ class CLIPAdaptTrainer(TrainerX):
             raise ResumeError(f"cannot load the model to evaluate from {directory} (--model-dir): {e}") from e
 
     # ---- train / test ---------------------------------------------------------------------------------
+    @torch.no_grad()
     def test(self, split=None):
-        """Dassl's test loop, every batch's logits checked to be finite (check_logits)."""
-        evaluator = self.evaluator
-        self.evaluator = _FiniteLogits(evaluator, self, split or self.cfg.TEST.SPLIT)
-        try:
-            result = super().test(split)
-        finally:
-            self.evaluator = evaluator
+        """Dassl's test loop, every batch's logits checked to be finite (check_logits). Data-parallel, each
+        process runs every N-th batch of the 1-process loader and the outputs are gathered back into their order
+        before the evaluator sees them, so the accuracy is the 1-process one exactly."""
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        split = split or self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            loader = self.val_loader
+        else:
+            split, loader = "test", self.test_loader  # Dassl's rule: no val loader -> test
+        print(f"Evaluate on the *{split}* set")
+        outputs, labels = [], []
+        for batch in tqdm(distributed.shard_batches(loader)):
+            input, label = self.parse_batch_test(batch)
+            outputs.append(self.model_inference(input))
+            labels.append(label)
+        outputs, labels = distributed.gather_batches(outputs, labels)
+        evaluator = _FiniteLogits(self.evaluator, self, split)
+        for output, label in zip(outputs, labels):
+            evaluator.process(output, label)
+        results = self.evaluator.evaluate()
+        for k, v in results.items():
+            self.write_scalar(f"{split}/{k}", v, self.epoch)
+        result = list(results.values())[0]
         self.last_result = float(result)
         return result
 
@@ -452,12 +523,20 @@ class CLIPAdaptTrainer(TrainerX):
                 "seed": self.cfg.SEED, "epochs": self.max_epoch, **extra}
         if self.last_result is None or not math.isfinite(self.last_result):
             raise FloatingPointError(f"no finite test accuracy to write (got {self.last_result}); no result is written")
+        if distributed.world_size() > 1:
+            data["processes"] = distributed.world_size()
+        if not distributed.is_main():
+            return
         path = osp.join(self.output_dir, RESULTS)
         try:
             write_text(path, json.dumps(data, indent=2))
         except OSError as e:
             raise CheckpointWriteError(f"cannot write {path}: {e.strerror or e}; rerun the same command to "
                                        f"write it (the checkpoints are intact)") from e
+
+
+def _params(optim):
+    return [p for group in optim.param_groups for p in group["params"]]
 
 
 class _FiniteLogits:

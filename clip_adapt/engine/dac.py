@@ -38,8 +38,10 @@ import torch
 from dassl.engine import TRAINER_REGISTRY
 from torch.utils.data import DataLoader, Dataset
 
-from clip_adapt.engine.base import CLIPAdaptTrainer
 from clip_adapt import checkpoint as ckpt
+from clip_adapt import distributed
+from clip_adapt.distributed import GlobalBatchSampler
+from clip_adapt.engine.base import CLIPAdaptTrainer
 from clip_adapt.dac import TIE_RULE, DACHead, cache_logits, cache_values, check_sampler, class_index_map, \
     class_view_batches, epoch_length, flat_view_index, grid, remap_state_dict, search_alpha_beta
 from clip_adapt.dac.sampler import num_class_view_batches
@@ -68,21 +70,32 @@ class _ViewIndex(Dataset):
         return {"index": i}
 
 
-class _ClassViewBatches:
-    """Batch sampler of SAMPLER class_views: each epoch's batches of view rows from `class_view_batches`, drawn from
-    torch's global RNG when an epoch starts (so a resumed run, whose RNG state is restored, draws the same)."""
+def _collate_index(items):
+    """{"index": the batch's view positions} (also for an empty share of a small batch, data-parallel)."""
+    return {"index": torch.tensor([item["index"] for item in items], dtype=torch.long)}
 
-    def __init__(self, labels, n_passes, batch_size, views, images_per_class):
+
+class _ClassViewBatches:
+    """Batch sampler of SAMPLER class_views: each epoch's global batches of view rows from `class_view_batches`,
+    drawn from a generator seeded by (SEED, epoch) (so a resumed run draws the same, and so does every process);
+    data-parallel, each process gets its contiguous share of every global batch."""
+
+    def __init__(self, labels, n_passes, batch_size, views, images_per_class, seed=0):
         self.labels, self.n_passes = labels.cpu(), n_passes
         self.batch_size, self.views, self.images_per_class = batch_size, views, images_per_class
+        self.seed, self.epoch = max(int(seed), 0), 0
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
 
     def __len__(self):
         return num_class_view_batches(len(self.labels), self.batch_size, self.views)
 
     def __iter__(self):
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2 ** 63)
         for rows in class_view_batches(self.labels, self.n_passes, self.batch_size, self.views,
-                                       self.images_per_class):
-            yield rows.tolist()
+                                       self.images_per_class, generator=generator):
+            yield distributed.shard(rows.tolist())
 
 
 @TRAINER_REGISTRY.register()
@@ -103,6 +116,9 @@ class DAC(CLIPAdaptTrainer):
                       dc.IMAGES_PER_CLASS)  # errors name the key
         grid(dc.SEARCH_ALPHA, "TRAINER.DAC.SEARCH_ALPHA")
         grid(dc.SEARCH_BETA, "TRAINER.DAC.SEARCH_BETA")
+
+    def global_batches(self, cfg):
+        return {"TRAINER.DAC.BATCH_SIZE": cfg.TRAINER.DAC.BATCH_SIZE}
 
     # ---- data ---------------------------------------------------------------------------------------------
     @property
@@ -254,13 +270,15 @@ class DAC(CLIPAdaptTrainer):
         self._flat_views, self._flat_labels = views.reshape(a * n, d), labels.repeat(a)
         self._n_images, self._n_passes = n, a
         if dc.SAMPLER == "class_views":
-            self.train_loader_x = DataLoader(_ViewIndex(a * n), batch_sampler=_ClassViewBatches(
-                labels, a, dc.BATCH_SIZE, dc.VIEWS, dc.IMAGES_PER_CLASS))
+            self.train_loader_x = DataLoader(_ViewIndex(a * n), collate_fn=_collate_index,
+                                             batch_sampler=_ClassViewBatches(labels, a, dc.BATCH_SIZE, dc.VIEWS,
+                                                                             dc.IMAGES_PER_CLASS, self.cfg.SEED))
             how = (f"each image once as {dc.VIEWS} distinct views, classes in groups of "
                    f"{dc.IMAGES_PER_CLASS or 'all'} images (SAMPLER class_views)")
         else:
-            self.train_loader_x = DataLoader(_ViewIndex(epoch_length(n, a, dc.EPOCH_VIEWS)),
-                                             batch_size=dc.BATCH_SIZE, shuffle=True)
+            size = epoch_length(n, a, dc.EPOCH_VIEWS)
+            self.train_loader_x = DataLoader(_ViewIndex(size), collate_fn=_collate_index, batch_sampler=
+                                             GlobalBatchSampler(size, dc.BATCH_SIZE, self.cfg.SEED, drop_last=False))
             how = f"SAMPLER random, EPOCH_VIEWS {dc.EPOCH_VIEWS}"
         size = epoch_length(n, a, dc.EPOCH_VIEWS, dc.SAMPLER, dc.VIEWS)
         print(f"DAC: training on {a} x {n} cached views, {size} per epoch ({how}; {len(self.train_loader_x)} "
@@ -274,7 +292,8 @@ class DAC(CLIPAdaptTrainer):
         if dc.SAMPLER != "class_views":  # class_views batches hold view rows already
             index = flat_view_index(index, self._n_images, self._n_passes, dc.EPOCH_VIEWS)
         index = index.to(self.device)
-        loss, parts = self.head.loss(self._flat_views[index], self._flat_labels[index], dc.CONTRAST_TEMP)
+        loss, parts = self.head.loss(self._flat_views[index], self._flat_labels[index], dc.CONTRAST_TEMP,
+                                     gather=distributed.gather_batch)  # data-parallel: the global batch's loss
         self.model_backward_and_update(loss, "dac")
         self._cache = None  # the adapter changed: the cache keys must be rebuilt
         if self.batch_idx + 1 == self.num_batches:
@@ -338,6 +357,8 @@ class DAC(CLIPAdaptTrainer):
                   "val_cross_entropy": res.val_cross_entropy, "tie_rule": TIE_RULE, "split": "val",
                   "val_images": labels.numel(), "val_shots": self.val_shots, "epoch": self.epoch + 1,
                   "search_alpha": list(dc.SEARCH_ALPHA), "search_beta": list(dc.SEARCH_BETA)}
+        if not distributed.is_main():  # every process searched the same (gathered) features; rank 0 writes
+            return res
         with open(osp.join(self.output_dir, SEARCH_JSON), "w") as f:
             json.dump(record, f, indent=2)
         ckpt.save({"alpha": res.alpha, "beta": res.beta, "keys": keys.cpu(), "labels": self.train_views()[1].cpu(),

@@ -26,6 +26,8 @@ def _no_view(img):
 class DPA(SelfTraining):
     """Dual (text and image) prototypes, fused pseudo-labels, prototype alignment."""
 
+    DATA_PARALLEL = False  # one process only (docs/DISTRIBUTED.md)
+
     SECTION = "DPA"
     TRAIN_CLASSIFIER = True
 

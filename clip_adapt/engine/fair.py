@@ -31,6 +31,8 @@ import torch
 from dassl.engine import TRAINER_REGISTRY
 from torch.utils.data import DataLoader
 
+from clip_adapt import distributed
+from clip_adapt.distributed import GlobalBatchSampler, SeededItems
 from clip_adapt.engine.base import CLIPAdaptTrainer, default_feature_cache_dir
 from clip_adapt.fair import (ClassDescriptionAnchors, CropTestDataset, FAIRConfigError, FAIRModel, FAIRSettings,
                               RandomSquareCrops, TwoViewDataset, description_embeddings, get_descriptions,
@@ -87,10 +89,12 @@ class FAIR(CLIPAdaptTrainer):
         strong = strong_transform(inp.SIZE, inp.INTERPOLATION, inp.PIXEL_MEAN, inp.PIXEL_STD, fc.STRONG_AUG,
                                   fc.RANDAUGMENT_N, fc.RANDAUGMENT_M, fc.STRONG_CROP_SCALE)
         crops = self.crop_transform()
-        views = TwoViewDataset([d.impath for d in self.adapt_source], weak, strong, crops)
+        # each image's views and crops are drawn from RNGs seeded by (SEED, epoch, image), the global batches by
+        # (SEED, epoch): the same for any number of loader workers or processes (clip_adapt/distributed.py)
+        views = SeededItems(TwoViewDataset([d.impath for d in self.adapt_source], weak, strong, crops), cfg.SEED)
         batch_size = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
-        self.train_loader_x = DataLoader(views, batch_size=batch_size, shuffle=True,
-                                         num_workers=cfg.DATALOADER.NUM_WORKERS, drop_last=len(views) > batch_size,
+        sampler = GlobalBatchSampler(len(views), batch_size, seed=cfg.SEED, drop_last=len(views) > batch_size)
+        self.train_loader_x = DataLoader(views, batch_sampler=sampler, num_workers=cfg.DATALOADER.NUM_WORKERS,
                                          pin_memory=torch.cuda.is_available() and cfg.USE_CUDA)
         print(f"FAIR adapts on the unlabelled {self.adapt_split} split ({len(views)} images, "
               f"{'inductive' if self.adapt_split == 'train' else 'transductive'}); strong view: {fc.STRONG_AUG}; "
@@ -152,12 +156,12 @@ class FAIR(CLIPAdaptTrainer):
         weak = batch["img_weak"].to(self.device, non_blocking=True)
         strong = batch["img_strong"].to(self.device, non_blocking=True)
         crops = batch["crops"].to(self.device, non_blocking=True)
-        with self.autocast():
-            loss, out = self.model.loss(weak, strong, crops)
+        with self.autocast():  # data-parallel: the global batch's loss, pseudo-labels and statistics on every rank
+            loss, out = self.model.loss(weak, strong, crops, gather=distributed.gather_batch)
         self.optimizer_step(loss, self._optims["fair"], self.scaler)
         self.model.update_teacher()
         stats = self.model.step_statistics(out)
-        self._log_step(batch["index"], out, stats)
+        self._log_step(distributed.gather_batch(batch["index"].to(self.device)), out, stats)
         if self.batch_idx + 1 == self.num_batches:
             self.update_lr()
         return {"loss": loss.item(), "ce": out.parts["ce"].item(), "fair": out.parts["fair"].item(), **stats}

@@ -29,6 +29,8 @@ FINAL_STATE = "lp_final.pt"
 class LinearProbe(DAC):
     """Logistic regression on frozen CLIP image features; C from lpclip's val search (or TRAINER.LP.C)."""
 
+    DATA_PARALLEL = False  # one process only (docs/DISTRIBUTED.md)
+
     MIN_EPOCHS = 0  # training-free: OPTIM.MAX_EPOCH 0
 
     @property

@@ -35,6 +35,11 @@ import torch
 from dassl.engine import TRAINER_REGISTRY
 from tqdm import tqdm
 
+from torch.utils.data import DataLoader
+from torch.utils.data.dataloader import default_collate
+
+from clip_adapt import distributed
+from clip_adapt.distributed import GlobalBatchSampler
 from clip_adapt.engine.base import CLIPAdaptTrainer
 from clip_adapt.prompts import get_prompt_set, get_templates
 from clip_adapt.reclip import (CENTROID_RULES, LOSS_SCALES, OFFICIAL_RECIPE, TEXT_TEMPLATE_RULES, ReCLIPText,
@@ -45,6 +50,19 @@ from clip_adapt.text import class_embeddings
 
 ADAPT_SPLITS = ("test", "train")
 DEFAULT_ADAPT_SPLIT = "test"
+
+
+class _EmptySafeCollate:
+    """Dassl's batches; an empty one (a process's share of a small last batch) as 0 images of INPUT.SIZE."""
+
+    def __init__(self, size):
+        self.size = tuple(size)
+
+    def __call__(self, items):
+        if not items:
+            return {"img": torch.zeros((0, 3) + self.size), "index": torch.zeros(0, dtype=torch.long),
+                    "label": torch.zeros(0, dtype=torch.long)}
+        return default_collate(items)
 
 
 @TRAINER_REGISTRY.register()
@@ -75,8 +93,13 @@ class ReCLIP(CLIPAdaptTrainer):
         dataset = self.dm.dataset
         self.adapt_source = dataset.test if self.adapt_split == "test" else dataset.train_x
         tfm = self.test_loader.dataset.transform  # CLIP preprocessing, no augmentation
-        self.train_loader_x = self.make_loader(self.adapt_source, "RandomSampler", cfg.DATALOADER.TRAIN_X.BATCH_SIZE,
-                                               tfm)
+        # global batches seeded by (SEED, epoch), split over the processes (clip_adapt/distributed.py); the last
+        # one may be partial, and a process whose share of it is empty gets an empty batch
+        base = self.make_loader(self.adapt_source, "SequentialSampler", cfg.DATALOADER.TRAIN_X.BATCH_SIZE, tfm)
+        sampler = GlobalBatchSampler(len(self.adapt_source), cfg.DATALOADER.TRAIN_X.BATCH_SIZE, seed=cfg.SEED,
+                                     drop_last=False)
+        self.train_loader_x = DataLoader(base.dataset, batch_sampler=sampler, num_workers=base.num_workers,
+                                         pin_memory=base.pin_memory, collate_fn=_EmptySafeCollate(cfg.INPUT.SIZE))
         self.adapt_loader = self.make_loader(self.adapt_source, "SequentialSampler", cfg.DATALOADER.TEST.BATCH_SIZE,
                                              tfm)
         print(f"ReCLIP adapts on the unlabelled {self.adapt_split} split ({len(self.adapt_source)} images; "
@@ -119,15 +142,18 @@ class ReCLIP(CLIPAdaptTrainer):
     # ---- per-epoch pseudo-labels --------------------------------------------------------------------------
     @torch.no_grad()
     def _feature_pass(self, encode, desc):
-        """Features of the adaptation split, in order. It leaves the global RNG untouched (a DataLoader iterator
-        draws a seed from it), so a resumed run, which also recomputes the frozen features, shuffles alike."""
+        """Features of the adaptation split, in order; data-parallel, each process encodes every N-th batch and the
+        features are gathered (distributed.shard_batches / gather_batches). It leaves the global RNG untouched (a
+        DataLoader iterator draws a seed from it), so a resumed run, which also recomputes the frozen features,
+        shuffles alike."""
         feats, labels = [], []
         with torch.random.fork_rng(devices=[]):
-            for batch in tqdm(self.adapt_loader, desc=desc, leave=False):
+            for batch in tqdm(distributed.shard_batches(self.adapt_loader), desc=desc, leave=False):
                 with self.autocast():
                     feats.append(encode(batch["img"].to(self.device)).float())
                 labels.append(batch["label"])
-        return torch.cat(feats), torch.cat(labels).to(self.device)
+        feats, labels = distributed.gather_batches(feats, labels)
+        return torch.cat(feats).to(self.device), torch.cat(labels).to(self.device)
 
     def before_epoch(self):
         """The no-grad pass, label propagation for both branches, ReCLIP-V's new classifier (RECLIP.md, 5)."""
@@ -139,9 +165,17 @@ class ReCLIP(CLIPAdaptTrainer):
                                                          f"{tag}: frozen image features")
         feats_v, labels = self._feature_pass(self.branch_v.encode_images, f"{tag}: ReCLIP-V image features")
         anchors_t = self.branch_t.anchor_embeddings()
-        self.round = pseudo_label_round(feats_v, self.frozen_features, self.text_anchors, anchors_t, rank=rc.RANK,
+        round_ = None
+        if distributed.is_main():  # one propagation (rank 0); its labels and centroids go to every process
+            round_ = pseudo_label_round(feats_v, self.frozen_features, self.text_anchors, anchors_t, rank=rc.RANK,
                                         k=rc.KNN, alpha=rc.ALPHA, cg_iters=rc.CG_ITERS, chunk=rc.CHUNK,
                                         progress=True, centroids=rc.CENTROIDS)
+            if distributed.world_size() > 1:
+                round_ = PseudoLabelRound(labels_v=round_.labels_v.cpu(), labels_t=round_.labels_t.cpu(),
+                                          centroids=round_.centroids.cpu())
+        round_ = distributed.broadcast_from_main(round_)
+        self.round = PseudoLabelRound(labels_v=round_.labels_v.to(self.device), labels_t=round_.labels_t.to(
+            self.device), centroids=round_.centroids.to(self.device))
         self.branch_v.set_classifier(self.round.centroids)
         self._eval_text = None
         self._log_round(labels, tag)
@@ -169,21 +203,32 @@ class ReCLIP(CLIPAdaptTrainer):
         labels_v, labels_t = self.round.labels_v[index], self.round.labels_t[index]
         agreed = (labels_v == labels_t).nonzero().squeeze(1)
         self._eval_text = None
-        summary = {"agree": agreed.numel() / max(index.numel(), 1)}
-        if agreed.numel() == 0:  # nothing to learn from: skip the step (official code)
+        # data-parallel: counts and losses are the global batch's (its agreed samples gathered in rank order)
+        counts = distributed.all_reduce_sum(torch.tensor([agreed.numel(), index.numel()], device=self.device))
+        n_agreed, n_batch = int(counts[0]), int(counts[1])
+        summary = {"agree": n_agreed / max(n_batch, 1)}
+        if n_agreed == 0:  # nothing to learn from: skip the step (official code)
             return summary
-        ones = torch.ones(agreed.numel(), dtype=torch.bool, device=self.device)
-        images = batch["img"].to(self.device)[agreed]
+        gather = distributed.gather_batch
+        ones = torch.ones(n_agreed, dtype=torch.bool, device=self.device)
         with self.autocast():
-            loss_v = agreement_cross_entropy(self.branch_v(images), labels_v[agreed], ones,
-                                             loss_scale=self.cfg.TRAINER.RECLIP.LOSS_SCALE, batch_size=index.numel())
+            loss_v = agreement_cross_entropy(gather(self._local_logits(self.branch_v, batch["img"], agreed)),
+                                             gather(labels_v[agreed]), ones,
+                                             loss_scale=self.cfg.TRAINER.RECLIP.LOSS_SCALE, batch_size=n_batch)
         self.model_backward_and_update(loss_v, "reclip_v")
         with self.autocast():
-            logits_t = self.branch_t.logits(self.frozen_features[index[agreed]])
-            loss_t = agreement_cross_entropy(logits_t, labels_t[agreed], ones)
+            logits_t = self._local_logits(self.branch_t.logits, self.frozen_features, index[agreed])
+            loss_t = agreement_cross_entropy(gather(logits_t), gather(labels_t[agreed]), ones)
         self.model_backward_and_update(loss_t, "reclip_t")
         summary.update(loss_v=loss_v.item(), loss_t=loss_t.item())
         return summary
+
+    def _local_logits(self, branch, inputs, rows):
+        """branch(inputs[rows]) as float; an empty C-column tensor when this process has no agreed sample in its
+        shard (data-parallel) -- it then contributes no gradient, as such samples do in a 1-process step."""
+        if rows.numel() == 0:
+            return torch.zeros(0, len(self.classnames), device=self.device)
+        return branch(inputs.to(self.device)[rows]).float()
 
     # ---- inference ----------------------------------------------------------------------------------------
     @torch.no_grad()

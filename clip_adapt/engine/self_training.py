@@ -34,6 +34,8 @@ TEACHERS = ("zeroshot", "current", "ema")
 class SelfTraining(CLIPAdaptTrainer):
     """Thresholded pseudo-label cross-entropy (weak view -> strong view); visual norm layers trained."""
 
+    DATA_PARALLEL = False  # one process only (docs/DISTRIBUTED.md)
+
     SECTION = "SELFTRAINING"
     TRAIN_CLASSIFIER = False
 

@@ -41,6 +41,8 @@ FINAL_STATE = "tipadapter_final.pt"
 class TipAdapter(DAC):
     """Training-free Tip-Adapter: the cache model of the few-shot features; alpha/beta searched on val."""
 
+    DATA_PARALLEL = False  # one process only (docs/DISTRIBUTED.md)
+
     MIN_EPOCHS = 0  # training-free: OPTIM.MAX_EPOCH 0
 
     TRAIN_KEYS = False

@@ -209,14 +209,17 @@ class FAIRModel(nn.Module):
                     p.data = saved[n]
 
     @torch.no_grad()
-    def teacher(self, weak, crops, update_alignment=True):
+    def teacher(self, weak, crops, update_alignment=True, gather=None):
         """Pseudo-labels from the weak view and its crops (B x N x C x H x W; parts 3-6); no gradient. The weights
         are the current ones, or their EMA with TRAINER.FAIR.TEACHER_EMA > 0 (a mean-teacher, as in MUST on which
-        FAIR builds)."""
+        FAIR builds). gather: with data-parallel shards, clip_adapt.distributed.gather_batch -- the pseudo-labels
+        (and the distribution alignment's statistics) are then those of the global batch, the same on every rank."""
         s = self.settings
+        gather = gather or (lambda t: t)
         with self._teacher_weights():
             g, f, w = self._local_features(weak, crops)
-            zs, las = self.zs_logits(g), self.las_logits(f, w)
+            zs, las = gather(self.zs_logits(g)), gather(self.las_logits(f, w))
+            w = gather(w)
         align = None
         if self.dist_align is not None:
             align = (lambda p: self.dist_align(p, update=update_alignment))
@@ -235,11 +238,12 @@ class FAIRModel(nn.Module):
         (TRAINER.FAIR.TEST_CROPS: the loader cuts them from the full-resolution image)."""
         return self.student_logits(images, crops)
 
-    def loss(self, weak, strong, crops):
+    def loss(self, weak, strong, crops, gather=None):
         """One training step's loss (parts 5-7): teacher on the weak view and its crops, student on the strong
-        view."""
-        pl, zs, las, w = self.teacher(weak, crops)
-        logits = self.student_logits(strong)
+        view. gather: with data-parallel shards, clip_adapt.distributed.gather_batch -- the loss is then the global
+        batch's (its weighted mean and its fairness term's batch-mean prediction span every shard)."""
+        pl, zs, las, w = self.teacher(weak, crops, gather=gather)
+        logits = (gather or (lambda t: t))(self.student_logits(strong))
         loss, parts = fair_loss(logits, pl.labels, pl.weights, self.settings.fairness_weight)
         return loss, StepOutput(pseudo=pl, zs_logits=zs, las_logits=las, crop_weights=w, parts=parts)
 
