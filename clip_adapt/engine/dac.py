@@ -40,10 +40,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from clip_adapt import checkpoint as ckpt
 from clip_adapt import distributed
-from clip_adapt.distributed import GlobalBatchSampler
 from clip_adapt.engine.base import CLIPAdaptTrainer
 from clip_adapt.dac import TIE_RULE, DACHead, cache_logits, cache_values, check_sampler, class_index_map, \
-    class_view_batches, epoch_length, flat_view_index, grid, remap_state_dict, search_alpha_beta
+    epoch_batches, epoch_length, grid, remap_state_dict, search_alpha_beta
 from clip_adapt.dac.sampler import num_class_view_batches
 from clip_adapt.data import catalog
 from clip_adapt.data.errors import DatasetError
@@ -58,7 +57,7 @@ FINAL_STATE = "dac_final.pt"
 
 
 class _ViewIndex(Dataset):
-    """Positions of one epoch over the cached views (flat_view_index maps them): the loop never touches an image."""
+    """Rows of the cached view table (_ViewBatches yields them): the training loop never touches an image."""
 
     def __init__(self, n):
         self.n = n
@@ -75,26 +74,29 @@ def _collate_index(items):
     return {"index": torch.tensor([item["index"] for item in items], dtype=torch.long)}
 
 
-class _ClassViewBatches:
-    """Batch sampler of SAMPLER class_views: each epoch's global batches of view rows from `class_view_batches`,
-    drawn from a generator seeded by (SEED, epoch) (so a resumed run draws the same, and so does every process);
-    data-parallel, each process gets its contiguous share of every global batch."""
+class _ViewBatches:
+    """Batch sampler over the cached view rows: each epoch's global batches from `epoch_batches` (SAMPLER
+    class_views or random), drawn from a generator seeded by (SEED, epoch), so a resumed run draws the same and so
+    does every process; data-parallel, each process gets its contiguous share of every global batch."""
 
-    def __init__(self, labels, n_passes, batch_size, views, images_per_class, seed=0):
-        self.labels, self.n_passes = labels.cpu(), n_passes
-        self.batch_size, self.views, self.images_per_class = batch_size, views, images_per_class
+    def __init__(self, labels, n_passes, dc, seed=0):
+        self.labels, self.n_passes, self.dc = labels.cpu(), n_passes, dc
         self.seed, self.epoch = max(int(seed), 0), 0
 
     def set_epoch(self, epoch):
         self.epoch = int(epoch)
 
     def __len__(self):
-        return num_class_view_batches(len(self.labels), self.batch_size, self.views)
+        dc, n = self.dc, len(self.labels)
+        if dc.SAMPLER == "class_views":
+            return num_class_view_batches(n, dc.BATCH_SIZE, dc.VIEWS)
+        return -(-epoch_length(n, self.n_passes, dc.EPOCH_VIEWS) // dc.BATCH_SIZE)
 
     def __iter__(self):
+        dc = self.dc
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2 ** 63)
-        for rows in class_view_batches(self.labels, self.n_passes, self.batch_size, self.views,
-                                       self.images_per_class, generator=generator):
+        for rows in epoch_batches(self.labels, self.n_passes, dc.BATCH_SIZE, dc.SAMPLER, dc.VIEWS,
+                                  dc.IMAGES_PER_CLASS, dc.EPOCH_VIEWS, generator=generator):
             yield distributed.shard(rows.tolist())
 
 
@@ -269,16 +271,12 @@ class DAC(CLIPAdaptTrainer):
         a, n, d = views.shape
         self._flat_views, self._flat_labels = views.reshape(a * n, d), labels.repeat(a)
         self._n_images, self._n_passes = n, a
+        self.train_loader_x = DataLoader(_ViewIndex(a * n), collate_fn=_collate_index,
+                                         batch_sampler=_ViewBatches(labels, a, dc, self.cfg.SEED))
         if dc.SAMPLER == "class_views":
-            self.train_loader_x = DataLoader(_ViewIndex(a * n), collate_fn=_collate_index,
-                                             batch_sampler=_ClassViewBatches(labels, a, dc.BATCH_SIZE, dc.VIEWS,
-                                                                             dc.IMAGES_PER_CLASS, self.cfg.SEED))
             how = (f"each image once as {dc.VIEWS} distinct views, classes in groups of "
                    f"{dc.IMAGES_PER_CLASS or 'all'} images (SAMPLER class_views)")
         else:
-            size = epoch_length(n, a, dc.EPOCH_VIEWS)
-            self.train_loader_x = DataLoader(_ViewIndex(size), collate_fn=_collate_index, batch_sampler=
-                                             GlobalBatchSampler(size, dc.BATCH_SIZE, self.cfg.SEED, drop_last=False))
             how = f"SAMPLER random, EPOCH_VIEWS {dc.EPOCH_VIEWS}"
         size = epoch_length(n, a, dc.EPOCH_VIEWS, dc.SAMPLER, dc.VIEWS)
         print(f"DAC: training on {a} x {n} cached views, {size} per epoch ({how}; {len(self.train_loader_x)} "
@@ -288,10 +286,7 @@ class DAC(CLIPAdaptTrainer):
     def forward_backward(self, batch):
         """Contrastive loss on g(f) + CE on s f W'^T over a batch of cached views (DAC.md, parts 1, 2, 4)."""
         dc = self.cfg.TRAINER.DAC
-        index = batch["index"]
-        if dc.SAMPLER != "class_views":  # class_views batches hold view rows already
-            index = flat_view_index(index, self._n_images, self._n_passes, dc.EPOCH_VIEWS)
-        index = index.to(self.device)
+        index = batch["index"].to(self.device)  # rows of the view table (_ViewBatches)
         loss, parts = self.head.loss(self._flat_views[index], self._flat_labels[index], dc.CONTRAST_TEMP,
                                      gather=distributed.gather_batch)  # data-parallel: the global batch's loss
         self.model_backward_and_update(loss, "dac")
