@@ -35,7 +35,8 @@ def _import_dassl():
 def _fail(message, code=2):
     """One message on stderr, no traceback. Exit code 2: an input error every seed would hit (scripts/common.sh stops
     its seed loop); 1: this run failed."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    if code != 2 or int(os.environ.get("RANK", "0") or 0) == 0:  # an input error: every rank has it, rank 0 says it
+        print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 
