@@ -3,7 +3,9 @@
 #   run_seeds <TRAINER> <dataset> <cfg> <run_name> [train.py flags ...] -- [KEY VALUE ...]
 # Environment: DATA (dataset root, default ./data), OUTPUT (default ./output), SEEDS (default "1 2 3"),
 # PYTHON (default python), IMPORT (space-separated modules or .py files, each passed as `train.py --import`, e.g. a
-# CoOp checkout's train.py), TRAINER_CONFIGS (folder of <TRAINER>/<cfg>.yaml, default configs/trainers).
+# CoOp checkout's train.py), TRAINER_CONFIGS (folder of <TRAINER>/<cfg>.yaml, default configs/trainers),
+# NPROC (processes per node, default 1: data-parallel under torchrun when > 1, e.g. one per GPU) and, for several
+# nodes, NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT (tools.sweep --slurm sets them; docs/DISTRIBUTED.md).
 # Output: $OUTPUT/<dataset>/<TRAINER>/<run_name>/seed<S>/ where run_name is <cfg> or <cfg>_<K>shots.
 # <dataset>, <TRAINER> and <cfg> are plain names ([A-Za-z0-9_.-]+, no '..').
 # Each seed is one train.py call, which decides (docs/RUNS.md): a folder holding this very run (same resolved
@@ -19,6 +21,8 @@ SEEDS="${SEEDS:-1 2 3}"
 PYTHON="${PYTHON:-python}"
 IMPORT="${IMPORT:-}"
 TRAINER_CONFIGS="${TRAINER_CONFIGS:-$REPO/configs/trainers}"
+NPROC="${NPROC:-1}"
+NNODES="${NNODES:-1}"
 DATA="$(realpath -m "$DATA")"      # absolute: the runs below execute from the repository root
 OUTPUT="$(realpath -m "$OUTPUT")"
 TRAINER_CONFIGS="$(realpath -m "$TRAINER_CONFIGS")"
@@ -51,6 +55,30 @@ check_configs() {  # <dataset> <TRAINER> <cfg>
     fi
 }
 
+launcher() {  # the command that runs train.py: python, or torchrun with NPROC processes on each of NNODES nodes
+    local n
+    for n in NPROC NNODES; do
+        if ! [[ "${!n}" =~ ^[0-9]+$ ]] || (( ${!n} < 1 )); then
+            echo "error: $n must be a positive integer, got '${!n}'" >&2
+            exit 2
+        fi
+    done
+    LAUNCH=("$PYTHON")
+    if (( NPROC > 1 || NNODES > 1 )); then
+        LAUNCH=("$PYTHON" -m torch.distributed.run --nproc_per_node "$NPROC")
+        if (( NNODES == 1 )); then
+            LAUNCH+=(--standalone)
+        else
+            if [[ -z "${NODE_RANK:-}" || -z "${MASTER_ADDR:-}" ]]; then
+                echo "error: NNODES=$NNODES needs NODE_RANK and MASTER_ADDR (tools.sweep --slurm --nodes sets them)" >&2
+                exit 2
+            fi
+            LAUNCH+=(--nnodes "$NNODES" --node_rank "$NODE_RANK" --master_addr "$MASTER_ADDR"
+                     --master_port "${MASTER_PORT:-29500}")
+        fi
+    fi
+}
+
 opt_value() {  # opt_value KEY [KEY VALUE ...]: the value given to KEY in the trailing opts, or nothing
     local key="$1"; shift
     while [[ $# -ge 2 ]]; do
@@ -70,12 +98,13 @@ run_seeds() {
     while [[ $# -gt 0 && "$1" != "--" ]]; do flags+=("$1"); shift; done
     [[ $# -gt 0 ]] && shift
     check_configs "$dataset" "$trainer" "$cfg"
+    launcher
     local failed=0 rc
     for seed in $SEEDS; do
         local dir="$OUTPUT/$dataset/$trainer/$run_name/seed$seed"
         echo "seed $seed: $trainer on $dataset ($run_name) -> $dir"
         rc=0
-        (cd "$REPO" && "$PYTHON" train.py \
+        (cd "$REPO" && "${LAUNCH[@]}" train.py \
                 --root "$DATA" --seed "$seed" --trainer "$trainer" \
                 --dataset-config-file "configs/datasets/$dataset.yaml" \
                 --config-file "$TRAINER_CONFIGS/$trainer/$cfg.yaml" \

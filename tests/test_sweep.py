@@ -237,3 +237,58 @@ def test_common_sh_stops_its_seed_loop_on_an_input_error_only(tmp_path, rc, seed
     assert (out / "seeds.txt").read_text().split() == seeds_run
     if rc == 2:
         assert "not running seeds 2 3" in res.stderr
+
+
+def test_slurm_dry_run_prints_what_each_multi_gpu_multi_node_job_executes(env):
+    e, out = env
+    res = _sweep(e, "--method", "fair", "--datasets", "cub", "--cfgs", "vit_b16", "--seeds", "1,2", "--slurm",
+                 "--gpus-per-node", "4", "--nodes", "2", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    lines = [l for l in res.stdout.splitlines() if l.startswith("[dry-run slurm]")]
+    assert len(lines) == 2 and _calls(out) == []
+    for seed, line in zip((1, 2), lines):
+        assert "2 node(s) x 4 GPU(s)" in line and "NODE_RANK=k MASTER_ADDR=<the job's first node>" in line
+        assert f"SEEDS={seed}" in line and "NPROC=4 NNODES=2" in line and "fair/main.sh cub vit_b16" in line
+    one = _sweep(e, "--method", "fair", "--datasets", "cub", "--cfgs", "vit_b16", "--seeds", "1", "--slurm",
+                 "--gpus-per-node", "2", "--dry-run")
+    assert "1 node x 2 GPU(s): " in one.stdout and "NPROC=2" in one.stdout and "NNODES" not in one.stdout
+    local = _sweep(e, "--method", "fair", "--datasets", "cub", "--cfgs", "vit_b16", "--gpus-per-node", "2")
+    assert local.returncode == 2 and "NPROC=<GPUs>" in local.stderr
+
+
+def test_a_multi_node_job_gives_each_node_its_rank_and_the_first_node_as_rendezvous():
+    job = sweep.plan("fair", ["cub"], ["vit_b16"], [1])[0]
+    assert sweep.node_env(job, 0, ["n1", "n2"], "123") == {}  # one node: torchrun --standalone
+    job = sweep.replace(job, nproc=4, nnodes=2)
+    e0, e1 = (sweep.node_env(job, k, ["n1", "n2"], "4567_3") for k in (0, 1))
+    assert e0["MASTER_ADDR"] == e1["MASTER_ADDR"] == "n1" and e0["MASTER_PORT"] == e1["MASTER_PORT"]
+    assert (e0["NODE_RANK"], e1["NODE_RANK"]) == ("0", "1")
+    assert job.env["NPROC"] == "4" and job.env["NNODES"] == "2"
+
+
+LAUNCH_PYTHON = """#!/usr/bin/env bash
+# fake $PYTHON: records how scripts/common.sh launches train.py
+echo "$*" >> "$OUTPUT/launch.txt"
+"""
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ({}, "train.py --root"),
+    ({"NPROC": "2"}, "-m torch.distributed.run --nproc_per_node 2 --standalone train.py"),
+    ({"NPROC": "4", "NNODES": "2", "NODE_RANK": "1", "MASTER_ADDR": "n1", "MASTER_PORT": "29400"},
+     "-m torch.distributed.run --nproc_per_node 4 --nnodes 2 --node_rank 1 --master_addr n1 --master_port 29400 "
+     "train.py"),
+])
+def test_the_scripts_start_torchrun_with_nproc(tmp_path, extra, expected):
+    fake = tmp_path / "python"
+    fake.write_text(LAUNCH_PYTHON)
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(os.environ, PYTHON=str(fake), OUTPUT=str(out), SEEDS="1", **extra)
+    res = subprocess.run(["bash", "scripts/fair/main.sh", "cub", "vit_b16"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert (out / "launch.txt").read_text().startswith(expected), res.stderr
+    bad = subprocess.run(["bash", "scripts/fair/main.sh", "cub", "vit_b16"], cwd=REPO, capture_output=True, text=True,
+                         env=dict(env, NPROC="0"), timeout=60)
+    assert bad.returncode == 2 and "NPROC must be a positive integer" in bad.stderr

@@ -4,6 +4,7 @@
     python -m tools.sweep --method dac --datasets dtd --cfgs rn50 --shots 1,2,4,8,16 --dry-run
     python -m tools.sweep --method reclip --datasets dtd --cfgs vit_b16 -- DATASET.ADAPT_SPLIT train
     python -m tools.sweep --method fair --datasets cub --cfgs vit_b16 --slurm --partition gpu --timeout 240
+    python -m tools.sweep --method fair --datasets imagenet --cfgs vit_l14 --slurm --gpus-per-node 4 --nodes 2
     IMPORT=/path/to/CoOp/train.py TRAINER_CONFIGS=/path/to/CoOp/configs/trainers \
         python -m tools.sweep --method trainer --trainer CoOp --datasets dtd --cfgs rn50 --shots 1,16
 
@@ -16,6 +17,9 @@ a failure). A failed run does not stop the sweep: failures are listed at the end
 
 `--slurm` submits the same invocations as a SLURM job array through submitit (`pip install submitit`, or the
 `slurm` extra of setup.py), waits for them and reports failures the same way (`--no-wait`: print job ids and exit).
+`--gpus-per-node G --nodes N`: each run is one SLURM job of N nodes x G GPUs, one task per node starting torchrun
+with G processes (NPROC=G NNODES=N; the first node is the rendezvous), i.e. a data-parallel run of N*G processes
+(docs/DISTRIBUTED.md); `--dry-run` prints what each node would execute.
 `--method trainer --trainer NAME` runs scripts/trainer/main.sh, for any registered trainer (CoOp, CoCoOp, ...;
 their modules given with `--import` or the IMPORT variable, passed to train.py's `--import`); `--shots K` becomes
 `DATASET.NUM_SHOTS K` and the run folder `<cfg>_<K>shots`.
@@ -27,7 +31,7 @@ import os
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -52,6 +56,8 @@ class Job:
     data: Optional[str]
     trainer: str = ""  # --method trainer: the Dassl trainer name
     imports: str = ""  # IMPORT for the script (train.py --import), space-separated; "" = leave the environment's
+    nproc: int = 1  # processes (GPUs) per node: data-parallel under torchrun when > 1 (NPROC of the scripts)
+    nnodes: int = 1  # nodes of one run (NNODES of the scripts)
 
     @property
     def trainer_name(self) -> str:
@@ -80,6 +86,10 @@ class Job:
             env["DATA"] = self.data
         if self.imports:
             env["IMPORT"] = self.imports
+        if self.nproc > 1 or self.nnodes > 1:
+            env["NPROC"] = str(self.nproc)
+        if self.nnodes > 1:
+            env["NNODES"] = str(self.nnodes)
         return env
 
     def describe(self) -> str:
@@ -134,12 +144,24 @@ def plan(method: str, datasets: Sequence[str], cfgs: Sequence[str], seeds: Seque
             for ds in datasets for cfg in cfgs for k in (shots or [None]) for seed in seeds]
 
 
-def run_job(job: Job) -> int:
+def node_env(job: Job, node: int, hostnames: Sequence[str], job_id: str) -> dict:
+    """The torchrun rendezvous of a multi-node run, for the node `node` of a SLURM job: every node's script starts
+    torchrun with NNODES, NODE_RANK, MASTER_ADDR = the job's first node, MASTER_PORT from the job id."""
+    if job.nnodes <= 1:
+        return {}
+    port = 20000 + int("".join(c for c in str(job_id) if c.isdigit()) or 0) % 20000
+    return {"NODE_RANK": str(node), "MASTER_ADDR": str(hostnames[0]), "MASTER_PORT": str(port)}
+
+
+def run_job(job: Job, extra_env: Optional[dict] = None) -> int:
     """Run one job in the foreground (its output streams through); the exit status, or 1 if no finished run came
-    out of a zero exit."""
+    out of a zero exit (checked on the first node only: rank 0 writes the result)."""
     env = dict(os.environ)
     env.update(job.env)
+    env.update(extra_env or {})
     rc = subprocess.run(job.argv, cwd=REPO, env=env).returncode
+    if env.get("NODE_RANK", "0") != "0":
+        return rc
     if rc == 0 and not runs_mod.is_finished(job.seed_dir):
         print(f"{job.describe()}: the script exited 0 but {job.seed_dir} holds no finished run "
               f"({runs_mod.run_status(job.seed_dir).reason})", file=sys.stderr)
@@ -148,8 +170,14 @@ def run_job(job: Job) -> int:
 
 
 def run_job_or_raise(job: Job) -> str:
-    """What a SLURM task runs: the job, raising on failure so that submitit reports it."""
-    rc = run_job(job)
+    """What a SLURM task runs (one task per node): the job, raising on failure so that submitit reports it."""
+    extra = {}
+    if job.nnodes > 1:
+        import submitit
+
+        env = submitit.JobEnvironment()
+        extra = node_env(job, env.node, env.hostnames, env.job_id)
+    rc = run_job(job, extra)
     if rc != 0:
         raise RuntimeError(f"{job.describe()} failed with exit status {rc} (see {job.seed_dir}/log.txt*)")
     return str(job.seed_dir)
@@ -223,11 +251,15 @@ def run_slurm(jobs: Sequence[Job], args, out=sys.stdout) -> Report:
         return report
     if args.dry_run:
         for j in todo:
-            print(f"[dry-run slurm] {j.command_line()}", file=out)
+            where = (f"{j.nnodes} node(s) x {args.gpus} GPU(s), one task per node; on node k = 0..{j.nnodes - 1}: "
+                     f"NODE_RANK=k MASTER_ADDR=<the job's first node> MASTER_PORT=<from the job id> "
+                     if j.nnodes > 1 else f"1 node x {args.gpus} GPU(s): ")
+            print(f"[dry-run slurm] {where}{j.command_line()}", file=out)
         return report
     executor = submitit.AutoExecutor(folder=args.slurm_log_dir, cluster=args.slurm_cluster)
     params = dict(timeout_min=args.timeout, name=f"sweep-{args.method}", gpus_per_node=args.gpus,
-                  cpus_per_task=args.cpus, slurm_array_parallelism=args.array_parallelism)
+                  nodes=args.nodes, tasks_per_node=1, cpus_per_task=args.cpus,
+                  slurm_array_parallelism=args.array_parallelism)
     if args.mem_gb:
         params["mem_gb"] = args.mem_gb
     if args.partition:
@@ -289,7 +321,9 @@ def main(argv=None) -> int:
     g.add_argument("--slurm", action="store_true", help="submit to SLURM instead of running here")
     g.add_argument("--partition", default=None)
     g.add_argument("--timeout", type=int, default=240, help="minutes per run (default 240)")
-    g.add_argument("--gpus", type=int, default=1, help="GPUs per run (default 1)")
+    g.add_argument("--gpus-per-node", "--gpus", dest="gpus", type=int, default=1,
+                   help="GPUs per node of a run (default 1); > 1: one torchrun process per GPU, data-parallel")
+    g.add_argument("--nodes", type=int, default=1, help="nodes per run (default 1); > 1: torchrun across nodes")
     g.add_argument("--cpus", type=int, default=8, help="CPUs per run (default 8)")
     g.add_argument("--mem-gb", type=int, default=None)
     g.add_argument("--array-parallelism", type=int, default=32, help="max runs at once (default 32)")
@@ -302,8 +336,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     args.opts = opts
     try:
+        if args.gpus < 1 or args.nodes < 1:
+            raise ValueError(f"--gpus-per-node and --nodes must be >= 1, got {args.gpus} and {args.nodes}")
+        if (args.gpus > 1 or args.nodes > 1) and not args.slurm:
+            raise ValueError("--gpus-per-node / --nodes are for --slurm; on this machine run with NPROC=<GPUs> in "
+                             "the environment (the scripts then start torchrun)")
         jobs = plan(args.method, args.datasets, args.cfgs, args.seeds, args.shots, opts, args.scripts_dir,
                     args.output, args.data, args.trainer, args.imports)
+        if args.slurm:
+            jobs = [replace(j, nproc=args.gpus, nnodes=args.nodes) for j in jobs]
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
