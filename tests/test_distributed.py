@@ -2,6 +2,7 @@
 the global batches do not depend on the number of processes, the gathered global-batch loss with summed gradients
 is the 1-process gradient, sharded evaluation equals the 1-process outputs exactly. End-to-end runs of every
 trainer under torchrun: tests/test_distributed_dassl.py."""
+import pickle
 import socket
 from functools import partial
 
@@ -25,7 +26,8 @@ def _free_port():
 def _worker(rank, world, port, fn, queue):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        queue.put((rank, fn()))
+        # plain pickle bytes: tensors travel by value, not as shared memory that dies with this process
+        queue.put((rank, pickle.dumps(fn())))
     finally:
         dist.destroy_process_group()
 
@@ -38,7 +40,7 @@ def run_in_processes(fn, world=2):
     procs = [ctx.Process(target=_worker, args=(r, world, port, fn, queue)) for r in range(world)]
     for p in procs:
         p.start()
-    out = dict(queue.get(timeout=120) for _ in procs)
+    out = {rank: pickle.loads(data) for rank, data in (queue.get(timeout=120) for _ in procs)}
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
