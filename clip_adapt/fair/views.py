@@ -47,7 +47,8 @@ def strong_transform(size, interpolation="bicubic", mean=(0.0, 0.0, 0.0), std=(1
 class TwoViewDataset(torch.utils.data.Dataset):
     """Images by path -> {"img_weak", "img_strong", "index"} (+ "crops", "crop_boxes" with a `crops` transform,
     e.g. RandomSquareCrops: N crops of the full-resolution image, drawn before the two views from torch's RNG,
-    which the FAIR trainer seeds per image with clip_adapt.distributed.SeededItems). It is given paths only, so it cannot leak labels."""
+    which the FAIR trainer seeds per image with clip_adapt.distributed.SeededItems). It is given paths only, so it
+    cannot leak labels."""
 
     def __init__(self, impaths, weak, strong, crops=None):
         self.impaths = list(impaths)
