@@ -21,6 +21,10 @@ pytestmark = pytest.mark.dassl
 CASES = {
     "FAIR": ("DATALOADER.TRAIN_X.BATCH_SIZE", "8", "OPTIM.MAX_EPOCH", "2", "TRAINER.FAIR.N_CROPS", "3",
              "TRAINER.FAIR.TOPK_CROPS", "2", "DATALOADER.TEST.BATCH_SIZE", "4"),
+    # the running statistics: distribution alignment and the EMA teacher (world.yaml: TEACHER_EMA 0.99)
+    "FAIR_align": ("DATALOADER.TRAIN_X.BATCH_SIZE", "8", "OPTIM.MAX_EPOCH", "2", "TRAINER.FAIR.N_CROPS", "3",
+                   "TRAINER.FAIR.TOPK_CROPS", "2", "DATALOADER.TEST.BATCH_SIZE", "4", "TRAINER.FAIR.DIST_ALIGN", "True",
+                   "TRAINER.FAIR.DIST_ALIGN_MOMENTUM", "0.5"),
     "ReCLIP": ("DATALOADER.TRAIN_X.BATCH_SIZE", "14", "OPTIM.MAX_EPOCH", "2", "DATALOADER.TEST.BATCH_SIZE", "4"),
     "DAC": ("DATASET.NUM_SHOTS", "4", "OPTIM.MAX_EPOCH", "2", "TRAINER.DAC.SAMPLER", "class_views",
             "TRAINER.DAC.BATCH_SIZE", "4", "TRAINER.DAC.AUG_PASSES", "3", "DATALOADER.TEST.BATCH_SIZE", "4"),
@@ -88,6 +92,16 @@ def test_two_processes_match_one_with_the_same_global_batch(trainer, world, tmp_
     for key in w1:
         assert torch.allclose(w1[key].float(), w2[key].float(), atol=1e-5, rtol=1e-4), \
             (key, (w1[key].float() - w2[key].float()).abs().max())
+    e1, e2 = (torch.load(o / "trainer_state.pth.tar", weights_only=True)["extra"] for o in (one, two))
+    if trainer.startswith("FAIR"):  # the EMA teacher and the alignment statistics are the global batch's
+        assert sorted(e1) == sorted(e2) and "teacher_ema" in e1
+        for name in e1["teacher_ema"]:
+            assert torch.allclose(e1["teacher_ema"][name], e2["teacher_ema"][name], atol=1e-5, rtol=1e-4), name
+        if trainer == "FAIR_align":
+            assert torch.allclose(e1["dist_align"]["mean"], e2["dist_align"]["mean"], atol=1e-6)
+            assert not torch.allclose(e1["dist_align"]["mean"], torch.full_like(e1["dist_align"]["mean"], 1 / 3))
+    if trainer == "ReCLIP":  # one propagation, its labels shared: the last round's pseudo-labels are the same
+        assert torch.equal(e1["labels_v"], e2["labels_v"]) and torch.equal(e1["labels_t"], e2["labels_t"])
     if trainer == "DAC":  # the searched alpha/beta and the cache model are the 1-process ones
         s1, s2 = (json.loads((o / "dac_search.json").read_text()) for o in (one, two))
         assert (s1["alpha"], s1["val_accuracy"]) == (s2["alpha"], s2["val_accuracy"])
