@@ -22,6 +22,9 @@ class ZSCLIP(CLIPAdaptTrainer):
     def check_cfg(self, cfg):
         check_set(cfg.TRAINER.ZSCLIP.TEMPLATES, "TRAINER.ZSCLIP.TEMPLATES")
 
+    def global_batches(self, cfg):
+        return {}  # nothing is trained: no training batch to split over processes
+
     def build_model(self):
         self.clip_model = self.build_clip()
         self.prompts = get_prompt_set(self.dataset_short, self.cfg.TRAINER.ZSCLIP.TEMPLATES, self.classnames)
