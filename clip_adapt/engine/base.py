@@ -266,17 +266,14 @@ class CLIPAdaptTrainer(TrainerX):
         gradients are summed over processes first (data-parallel)."""
         self.check_loss(loss)
         optim.zero_grad(set_to_none=True)
-        if scaler is not None:
-            if loss.requires_grad:
-                scaler.scale(loss).backward()
-            distributed.all_reduce_grads(_params(optim))
+        if loss.requires_grad:
+            (loss if scaler is None else scaler.scale(loss)).backward()
+        distributed.all_reduce_grads(_params(optim))
+        if scaler is None:
+            optim.step()
+        else:
             scaler.step(optim)
             scaler.update()
-        else:
-            if loss.requires_grad:
-                loss.backward()
-            distributed.all_reduce_grads(_params(optim))
-            optim.step()
 
     def detect_anomaly(self, loss):  # Dassl's model_backward calls this
         self.check_loss(loss)
