@@ -104,6 +104,8 @@ class _ViewBatches:
 class DAC(CLIPAdaptTrainer):
     """Adapter (DAC-V) and text-embedding modulation (DAC-T) trained on cached features; alpha/beta from val."""
 
+    final_state_file = FINAL_STATE  # the cache model with the searched alpha/beta, beside the checkpoints
+
     def check_cfg(self, cfg):
         dc = cfg.TRAINER.DAC
         if dc.AUG_PASSES < 1:
@@ -404,19 +406,30 @@ class DAC(CLIPAdaptTrainer):
 
     def load_model(self, directory, epoch=None):
         """The registered head (Dassl's checkpoint) and the cache model with the searched alpha/beta."""
-        final = osp.join(directory, FINAL_STATE) if directory else ""
+        final, loaded = self.read_final_state(directory, epoch, "adapter")
+        super().load_model(directory, epoch)
+        self.use_final_state(directory, final, loaded)
+
+    def read_final_state(self, directory, epoch, trained):
+        """(path, content or None) of `<directory>/<final_state_file>`; a --load-epoch other than the one it was
+        saved at is an error (it would pair the cache model with another epoch's `trained` part)."""
+        final = osp.join(directory, self.final_state_file) if directory else ""
         loaded = ckpt.load(final) if final and osp.exists(final) else None
         if loaded is not None and epoch is not None and int(epoch) != int(loaded.get("epoch", epoch)):
             raise ValueError(f"{final} holds the cache model of epoch {loaded['epoch']}; --load-epoch {epoch} "
-                             f"would pair it with another epoch's adapter")
-        super().load_model(directory, epoch)
+                             f"would pair it with another epoch's {trained}")
+        return final, loaded
+
+    def use_final_state(self, directory, final, loaded):
+        """Take the cache model and alpha/beta from `loaded` (read_final_state), or say they are rebuilt."""
+        name = self.cfg.TRAINER.NAME
         if loaded is not None:
             self._loaded_cache, self._cache = loaded, None
             self.alpha, self.beta = float(loaded["alpha"]), float(loaded["beta"])
-            print(f"DAC: loaded the cache model ({len(loaded['labels'])} images) and the val-searched "
+            print(f"{name}: loaded the cache model ({len(loaded['labels'])} images) and the val-searched "
                   f"alpha = {self.alpha:.4g}, beta = {self.beta:.4g} from {final}")
         elif directory:
-            print(f"DAC: no {FINAL_STATE} in {directory}: the cache model is built from this dataset's few-shot "
+            print(f"{name}: no {self.final_state_file} in {directory}: the cache model is built from this dataset's few-shot "
                   f"train split, alpha = {self.alpha:.4g}, beta = {self.beta:.4g}")
 
     def extra_state(self):

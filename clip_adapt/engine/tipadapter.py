@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from clip_adapt import checkpoint as ckpt
 from clip_adapt.baselines import BaselineConfigError
 from clip_adapt.baselines.tip_adapter import TipAdapterHead, tip_grid, tip_logits
-from clip_adapt.dac import cache_keys, cache_logits, cache_values, class_index_map, flat_view_index, \
+from clip_adapt.dac import cache_keys, cache_logits, cache_values, flat_view_index, \
     search_alpha_beta
 from clip_adapt.engine.base import CLIPAdaptTrainer
 from clip_adapt.engine.dac import DAC, _ViewIndex
@@ -42,6 +42,7 @@ class TipAdapter(DAC):
     """Training-free Tip-Adapter: the cache model of the few-shot features; alpha/beta searched on val."""
 
     DATA_PARALLEL = False  # one process only (docs/DISTRIBUTED.md)
+    final_state_file = FINAL_STATE
 
     MIN_EPOCHS = 0  # training-free: OPTIM.MAX_EPOCH 0
 
@@ -226,22 +227,11 @@ class TipAdapter(DAC):
     # ---- checkpoints ---------------------------------------------------------------------------------------
     def load_model(self, directory, epoch=None):
         """The fine-tuned keys (Dassl's checkpoint, TipAdapterF) and the searched cache model with alpha/beta."""
-        final = osp.join(directory, FINAL_STATE) if directory else ""
-        loaded = ckpt.load(final) if final and osp.exists(final) else None
-        if loaded is not None and epoch is not None and int(epoch) != int(loaded.get("epoch", epoch)):
-            raise ValueError(f"{final} holds the cache model of epoch {loaded['epoch']}; --load-epoch {epoch} "
-                             f"would pair it with another epoch's keys")
+        final, loaded = self.read_final_state(directory, epoch, "keys")
         if self.head is not None and loaded is None:
             CLIPAdaptTrainer.load_model(self, directory, epoch)
             self._keys_initialised = bool(directory)
-        if loaded is not None:
-            self._loaded_cache, self._cache = loaded, None
-            self.alpha, self.beta = float(loaded["alpha"]), float(loaded["beta"])
-            print(f"{self.cfg.TRAINER.NAME}: loaded the cache model ({len(loaded['labels'])} images) and the "
-                  f"val-searched alpha = {self.alpha:.4g}, beta = {self.beta:.4g} from {final}")
-        elif directory:
-            print(f"{self.cfg.TRAINER.NAME}: no {FINAL_STATE} in {directory}: the cache model is built from this "
-                  f"dataset's few-shot train split, alpha = {self.alpha:.4g}, beta = {self.beta:.4g}")
+        self.use_final_state(directory, final, loaded)
 
 
 @TRAINER_REGISTRY.register()
